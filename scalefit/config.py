@@ -1,0 +1,127 @@
+"""Frozen, hashable configuration dataclasses and named size presets.
+
+Configs are frozen dataclasses so they can be passed to `jax.jit` as static arguments: two equal
+configs hash equal and reuse one compiled program. Every invalid combination is rejected in
+`__post_init__`, before anything is traced or compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+_DTYPES = ("float32", "bfloat16")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Shape of a decoder-only transformer (dense when `n_expert == 1`, mixture-of-experts otherwise).
+
+    Recipe: RMSNorm pre-norm blocks, rotary position embeddings, causal grouped-query attention,
+    SwiGLU MLP (or E SwiGLU experts with a learned top-k router), final RMSNorm, output layer.
+    """
+
+    vocab_size: int = 256  # tokens in the vocabulary (256 = raw bytes)
+    seq_len: int  # context length T; forward accepts any T <= seq_len
+    d_model: int  # residual stream width d
+    n_layer: int  # number of transformer blocks L
+    n_head: int  # query heads H; head_dim = d_model // n_head
+    n_kv_head: int  # key/value heads (grouped-query attention): == n_head is MHA, 1 is MQA
+    d_ff: int  # SwiGLU hidden width (per expert for MoE)
+    tie_embeddings: bool = False  # output layer reuses the input embedding matrix (transposed)
+    n_expert: int = 1  # experts per MLP layer E; 1 = dense model
+    top_k: int = 1  # experts each token is routed to (MoE only)
+    capacity_factor: float | None = None  # expert capacity = ceil(cf * tokens * k / E); None = dropless
+    aux_loss_coef: float = 0.01  # weight of the Switch/GShard load-balancing loss in the total loss
+    rope_base: float = 10000.0  # rotary embedding base frequency (RoFormer, Su et al. 2021)
+    compute_dtype: str = "float32"  # matmul input dtype; "bfloat16" = bf16 inputs, f32 accumulation
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "seq_len", "d_model", "n_layer", "n_head", "n_kv_head", "d_ff",
+                     "n_expert", "top_k"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {v!r}")
+        if self.d_model % self.n_head:
+            raise ValueError(
+                f"ModelConfig.d_model={self.d_model} must be divisible by n_head={self.n_head}")
+        if self.n_head % self.n_kv_head:
+            raise ValueError(
+                f"ModelConfig.n_head={self.n_head} must be divisible by n_kv_head={self.n_kv_head} "
+                "(each key/value head serves a whole group of query heads)")
+        if self.head_dim % 2:
+            raise ValueError(
+                f"ModelConfig head_dim = d_model / n_head = {self.head_dim} must be even "
+                "(rotary embeddings rotate pairs of channels)")
+        if self.top_k > self.n_expert:
+            raise ValueError(
+                f"ModelConfig.top_k={self.top_k} cannot exceed n_expert={self.n_expert}")
+        if self.capacity_factor is not None and not self.capacity_factor > 0:
+            raise ValueError(
+                f"ModelConfig.capacity_factor must be > 0 or None (dropless), got {self.capacity_factor!r}")
+        if not self.aux_loss_coef >= 0:
+            raise ValueError(f"ModelConfig.aux_loss_coef must be >= 0, got {self.aux_loss_coef!r}")
+        if not self.rope_base > 0:
+            raise ValueError(f"ModelConfig.rope_base must be > 0, got {self.rope_base!r}")
+        if self.compute_dtype not in _DTYPES:
+            raise ValueError(
+                f"ModelConfig.compute_dtype must be one of {_DTYPES}, got {self.compute_dtype!r}")
+
+    @property
+    def head_dim(self) -> int:
+        """Channels per attention head."""
+        return self.d_model // self.n_head
+
+    @property
+    def is_moe(self) -> bool:
+        """True when the MLP is a mixture of experts."""
+        return self.n_expert > 1
+
+    def with_overrides(self, **changes) -> ModelConfig:
+        """A copy with some fields replaced (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _ff(d: int) -> int:
+    """SwiGLU width 8d/3 rounded up to a multiple of 16, so 3*d*d_ff ~ 8d^2 and a block has ~12d^2
+    parameters like a GPT-2 block (Shazeer 2020; the LLaMA convention)."""
+    return -(-8 * d // 48) * 16
+
+
+def _dense(d: int, n_layer: int, n_head: int, n_kv_head: int | None = None, **kw) -> ModelConfig:
+    return ModelConfig(seq_len=256, d_model=d, n_layer=n_layer, n_head=n_head,
+                       n_kv_head=n_head if n_kv_head is None else n_kv_head, d_ff=_ff(d), **kw)
+
+
+# Named sizes from ~1e4 to ~1e7 non-embedding parameters (see scalefit.counting.param_counts).
+# Names: d<d_model>-l<n_layer>; "-gqa<K>" = K key/value heads; "-tied" = tied embeddings;
+# "moe<E>-top<k>-" = E experts, each token routed to k of them (dropless).
+PRESETS: dict[str, ModelConfig] = {
+    "d32-l1": _dense(32, 1, 2),
+    "d32-l2": _dense(32, 2, 2),
+    "d48-l2": _dense(48, 2, 2),
+    "d64-l2": _dense(64, 2, 2),
+    "d64-l4": _dense(64, 4, 2),
+    "d96-l3": _dense(96, 3, 3),
+    "d128-l4": _dense(128, 4, 4),
+    "d128-l4-tied": _dense(128, 4, 4, tie_embeddings=True),
+    "d192-l4": _dense(192, 4, 3),
+    "d256-l4": _dense(256, 4, 4),
+    "d256-l4-gqa1": _dense(256, 4, 4, n_kv_head=1),
+    "d384-l6": _dense(384, 6, 6),
+    "d384-l6-gqa2": _dense(384, 6, 6, n_kv_head=2),
+    "d512-l6": _dense(512, 6, 8),
+    "moe4-top1-d64-l2": _dense(64, 2, 2, n_expert=4, top_k=1),
+    "moe8-top2-d64-l2": _dense(64, 2, 2, n_expert=8, top_k=2),
+    "moe8-top2-d128-l4": _dense(128, 4, 4, n_expert=8, top_k=2),
+    "moe8-top1-d256-l4": _dense(256, 4, 4, n_expert=8, top_k=1),
+}
+
+
+def get_preset(name: str) -> ModelConfig:
+    """The named size preset; ValueError listing the known names for an unknown one."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}") from None
