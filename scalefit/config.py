@@ -125,3 +125,74 @@ def get_preset(name: str) -> ModelConfig:
     except KeyError:
         raise ValueError(
             f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}") from None
+
+
+_SCHEDULES = ("cosine", "constant", "wsd")
+_FLOP_CONVENTIONS = ("exact", "6N")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How one model is trained: optimizer, learning-rate schedule, budget, evaluation, checkpoints.
+
+    The budget is tokens or FLOPs (exactly one of the two); the number of optimizer steps is the
+    budget divided by the tokens (or FLOPs) of one step, rounded down.
+    """
+
+    batch_size: int = 16  # sequences per optimizer step (tokens per step = batch_size * seq_len)
+    lr: float = 3e-3  # peak learning rate (AdamW)
+    beta1: float = 0.9  # AdamW first-moment decay
+    beta2: float = 0.95  # AdamW second-moment decay; 0.95 is steadier than 0.999 for short runs
+    eps: float = 1e-8  # AdamW denominator floor
+    weight_decay: float = 0.1  # decoupled weight decay on matrices (ndim >= 2), scaled by the schedule
+    grad_clip: float = 1.0  # clip the global gradient norm to this; 0 disables clipping
+    warmup_frac: float = 0.05  # linear warmup as a fraction of all steps (ignored if warmup_steps set)
+    warmup_steps: int | None = None  # linear warmup in steps; overrides warmup_frac
+    schedule: str = "cosine"  # "cosine" (to min_lr_ratio), "constant", or "wsd" (warmup-stable-decay)
+    cooldown_frac: float = 0.2  # WSD: fraction of all steps spent in the 1-sqrt cooldown
+    min_lr_ratio: float = 0.1  # final lr / peak lr for the cosine and WSD decays
+    tokens: float | None = None  # token budget (training tokens), or None when flops is given
+    flops: float | None = None  # FLOP budget (training FLOPs), or None when tokens is given
+    flops_convention: str = "exact"  # how a FLOP budget is counted: "exact" or "6N" per token
+    n_evals: int = 12  # validation passes at log-spaced steps; one more always runs at the end
+    eval_batches: int = 4  # validation batches (of batch_size sequences) per pass
+    log_every: int = 10  # write a metrics line every this many steps (and at every eval step)
+    checkpoint_every: int = 200  # save params + optimizer state every this many steps (and at the end)
+    seed: int = 0  # parameter init and the data order (batches are a pure function of seed and step)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "n_evals", "eval_batches", "log_every", "checkpoint_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
+        for name in ("lr", "eps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
+        for name in ("weight_decay", "grad_clip"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("warmup_frac", "min_lr_ratio"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"TrainConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if not 0 < self.cooldown_frac <= 1:
+            raise ValueError(f"TrainConfig.cooldown_frac must be in (0, 1], got {self.cooldown_frac!r}")
+        if self.warmup_steps is not None and (not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
+            raise ValueError(f"TrainConfig.warmup_steps must be an integer >= 0 or None, got {self.warmup_steps!r}")
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(f"TrainConfig.schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
+        if self.flops_convention not in _FLOP_CONVENTIONS:
+            raise ValueError(
+                f"TrainConfig.flops_convention must be one of {_FLOP_CONVENTIONS}, got {self.flops_convention!r}")
+        if (self.tokens is None) == (self.flops is None):
+            raise ValueError("TrainConfig needs exactly one budget: tokens or flops "
+                             f"(got tokens={self.tokens!r}, flops={self.flops!r})")
+        budget = self.tokens if self.tokens is not None else self.flops
+        if not budget > 0:
+            raise ValueError(f"TrainConfig budget must be > 0, got {budget!r}")
+
+    def with_overrides(self, **changes) -> TrainConfig:
+        """A copy with some fields replaced (validated again)."""
+        return dataclasses.replace(self, **changes)
