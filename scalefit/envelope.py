@@ -1,0 +1,187 @@
+"""Chinchilla Approach 1 (the training-curve envelope) and the Kaplan loss-vs-compute frontier.
+
+Approach 1 (Hoffmann et al. 2022, Sec. 3.1): for a family of model sizes, each trained on many
+tokens, take the lower envelope of loss against FLOPs over all training curves; at each FLOP
+level the curve that attains it says which N (and D) is compute-optimal there. Fitting those
+points gives N_opt ~ C^a and D_opt ~ C^b.
+
+Frontier (Kaplan et al. 2020, "Scaling Laws for Neural Language Models", eq. 1.4 and Fig. 1):
+L_min(C) = (C_c / C)^alpha_C, optionally with an irreducible loss E added (Henighan et al. 2020).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import least_squares
+
+from scalefit.approaches import PowerLaw, fit_power_law, validate_table
+
+
+@dataclass(frozen=True, eq=False)
+class EnvelopeResult:
+    """Approach 1 outcome: the envelope on a FLOP grid and the power laws fitted to it."""
+
+    envelope: pd.DataFrame  # per FLOP level: C, loss, run, N, D, edge (winner is the smallest/largest N)
+    N_fit: PowerLaw  # N_opt = coef * C^a over non-edge FLOP levels
+    D_fit: PowerLaw  # D_opt = coef * C^b over non-edge FLOP levels
+    n_edge: int  # FLOP levels left out of the fits because the winner is the smallest or largest N
+    excluded_rows: Mapping[str, int] = field(default_factory=dict)  # input rows dropped, by reason
+
+    @property
+    def a(self) -> float:
+        """Exponent of N_opt ~ C^a."""
+        return self.N_fit.exponent
+
+    @property
+    def b(self) -> float:
+        """Exponent of D_opt ~ C^b."""
+        return self.D_fit.exponent
+
+
+def _curves_on_grid(df: pd.DataFrame, grid_logC: np.ndarray, excluded: dict):
+    """Each run's log loss and log D interpolated (linearly in log C) onto the grid.
+
+    Returns (runs, N per run, logL [runs, grid], logD [runs, grid]); NaN where a run's logged FLOPs
+    do not reach a grid level, so a run only competes where it was actually measured.
+    """
+    runs, Ns, logL, logD = [], [], [], []
+    for run, g in df.groupby("run", sort=True):
+        n_vals = g["N"].unique()
+        if len(n_vals) != 1:
+            raise ValueError(f"training-curve table: run {run!r} has several N values {sorted(n_vals)[:4]}")
+        # Repeated C in one run (e.g. a resumed log): keep the lowest loss, as the envelope would.
+        best = g.sort_values("loss", kind="stable").drop_duplicates("C").sort_values("C")
+        if len(best) < len(g):
+            key = "duplicate (run, C): kept the lowest loss"
+            excluded[key] = excluded.get(key, 0) + len(g) - len(best)
+        if len(best) < 2:
+            key = "run with < 2 distinct FLOP values"
+            excluded[key] = excluded.get(key, 0) + len(best)
+            continue
+        lc = np.log(best["C"].to_numpy(float))
+        runs.append(run)
+        Ns.append(float(n_vals[0]))
+        logL.append(np.interp(grid_logC, lc, np.log(best["loss"].to_numpy(float)), left=np.nan, right=np.nan))
+        logD.append(np.interp(grid_logC, lc, np.log(best["D"].to_numpy(float)), left=np.nan, right=np.nan))
+    if len(runs) < 2:
+        raise ValueError(f"training-curve table: need >= 2 usable runs, got {len(runs)}")
+    return runs, np.array(Ns), np.array(logL), np.array(logD)
+
+
+def approach1(curves: pd.DataFrame, n_grid: int = 1500,
+              c_range: tuple[float, float] | None = None) -> EnvelopeResult:
+    """Chinchilla Approach 1: lower envelope of loss vs FLOPs over training curves, then N_opt ~ C^a.
+
+    Columns: run, N, D (tokens seen so far), C (FLOPs so far), loss. The envelope is evaluated on
+    `n_grid` log-spaced FLOP levels (Hoffmann et al. use 1,500) spanning `c_range` (default: the
+    whole range of C in the table); each run's loss is interpolated linearly in log-log between its
+    logged points. Levels whose winner is the smallest or largest N of the family are marked `edge`
+    and left out of the fit: there the true optimum may lie beyond the sizes trained.
+
+    Accuracy: with sizes spaced by a factor r, the winner at each level is one of the two sizes
+    that bracket the true N_opt (the IsoFLOP curve is unimodal), so |ln N_hat - ln N_opt| <= ln r,
+    and the fitted a is off by at most ln r * sum|x - x_mean| / sum (x - x_mean)^2 (x = ln C over
+    the fitted levels); `envelope_exponent_bound` computes it. The regression's standard error
+    treats the levels as independent, which they are not (a staircase), so it understates the
+    uncertainty.
+    """
+    if n_grid < 10:
+        raise ValueError(f"n_grid must be >= 10, got {n_grid}")
+    df, excluded = validate_table(curves, ("run", "N", "D", "C", "loss"), "training-curve")
+    lo, hi = c_range if c_range is not None else (df["C"].min(), df["C"].max())
+    if not 0 < lo < hi:
+        raise ValueError(f"c_range must satisfy 0 < low < high, got ({lo}, {hi})")
+    grid = np.linspace(np.log(lo), np.log(hi), n_grid)
+    runs, Ns, logL, logD = _curves_on_grid(df, grid, excluded)
+    covered = np.isfinite(logL).any(axis=0)
+    if not covered.all():
+        excluded["FLOP levels no run reaches"] = int((~covered).sum())
+    grid, logL, logD = grid[covered], logL[:, covered], logD[:, covered]
+    win = np.nanargmin(np.where(np.isfinite(logL), logL, np.inf), axis=0)
+    cols = np.arange(len(grid))
+    env = pd.DataFrame({
+        "C": np.exp(grid), "loss": np.exp(logL[win, cols]), "run": [runs[i] for i in win],
+        "N": Ns[win], "D": np.exp(logD[win, cols]),
+    })
+    env["edge"] = (env["N"] == Ns.min()) | (env["N"] == Ns.max())
+    ok = env[~env["edge"]]
+    if len(ok) < 3 or ok["N"].nunique() < 2:
+        raise ValueError("the envelope is attained by the smallest or largest model almost everywhere; "
+                         "train sizes that bracket the optimum over the FLOP range")
+    return EnvelopeResult(envelope=env, N_fit=fit_power_law(ok["C"], ok["N"]),
+                          D_fit=fit_power_law(ok["C"], ok["D"]), n_edge=int(env["edge"].sum()),
+                          excluded_rows=excluded)
+
+
+def envelope_exponent_bound(result: EnvelopeResult, size_ratio: float) -> float:
+    """Worst-case error of Approach 1's exponent a from the discreteness of the size ladder.
+
+    If every winner is within a factor `size_ratio` of the true N_opt, an OLS slope on
+    x = ln C moves by at most ln(size_ratio) * sum|x - x_mean| / sum (x - x_mean)^2.
+    """
+    x = np.log(result.envelope.loc[~result.envelope["edge"], "C"].to_numpy())
+    dx = x - x.mean()
+    return float(np.log(size_ratio) * np.abs(dx).sum() / (dx**2).sum())
+
+
+@dataclass(frozen=True)
+class Frontier:
+    """L_min(C) = E + (C_c / C)^alpha_C (Kaplan et al. 2020 with E = 0)."""
+
+    alpha_C: float  # exponent of the reducible loss in compute
+    C_c: float  # compute scale, in the units of the C that was fitted (Kaplan: PF-days)
+    E: float  # irreducible loss, nats/token; 0 for the pure power law
+    rmse_log: float  # root-mean-square residual of ln L
+    n_points: int  # points fitted
+
+    def __call__(self, C):
+        return self.E + np.power(self.C_c / np.asarray(C, dtype=float), self.alpha_C)
+
+
+def fit_frontier(C, loss, irreducible: bool = False) -> Frontier:
+    """Fit the loss-vs-compute frontier L(C) = E + (C_c / C)^alpha_C in log space.
+
+    Without `irreducible`, E = 0 and ln L = alpha_C ln C_c - alpha_C ln C is a straight line
+    (Kaplan et al. 2020, eq. 1.4). With it, least squares on ln L over (E, alpha_C, ln C_c) with
+    0 <= E < min L, started from the straight-line fit and a few values of E.
+    """
+    C, L = np.asarray(C, dtype=float), np.asarray(loss, dtype=float)
+    if C.shape != L.shape or C.ndim != 1 or len(C) < (4 if irreducible else 3):
+        raise ValueError(f"need matching 1-D C and loss with >= {4 if irreducible else 3} points")
+    if not (np.all(np.isfinite(C)) and np.all(np.isfinite(L)) and np.all(C > 0) and np.all(L > 0)):
+        raise ValueError("frontier fit needs finite, positive C and loss")
+    lc, ll = np.log(C), np.log(L)
+    pl = fit_power_law(C, L)
+    alpha, lnCc = -pl.exponent, np.log(pl.coef) / -pl.exponent if pl.exponent != 0 else 0.0
+    if not irreducible:
+        rmse = float(np.sqrt(np.mean((ll - (alpha * (lnCc - lc))) ** 2)))
+        return Frontier(alpha_C=alpha, C_c=float(np.exp(lnCc)), E=0.0, rmse_log=rmse, n_points=len(C))
+
+    def resid(p):
+        E, a, lcc = p
+        return np.log(E + np.exp(a * (lcc - lc))) - ll
+
+    best = None
+    Lmin = L.min()
+    for frac in (0.0, 0.3, 0.6, 0.8, 0.9, 0.95):
+        E0 = frac * Lmin
+        # Start alpha and ln C_c from a line through the reducible part at this E.
+        red = fit_power_law(C, L - E0)
+        x0 = [E0, max(-red.exponent, 1e-4), np.log(red.coef) / max(-red.exponent, 1e-4)]
+        r = least_squares(resid, x0, bounds=([0.0, 1e-6, -np.inf], [Lmin * (1 - 1e-9), 10.0, np.inf]),
+                          x_scale="jac", xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=5000)
+        if best is None or r.cost < best.cost:
+            best = r
+    E, a, lcc = best.x
+    rmse = float(np.sqrt(np.mean(best.fun**2)))
+    return Frontier(alpha_C=float(a), C_c=float(np.exp(lcc)), E=float(E), rmse_log=rmse, n_points=len(C))
+
+
+def envelope_frontier(result: EnvelopeResult, irreducible: bool = False) -> Frontier:
+    """`fit_frontier` on an Approach 1 envelope (all FLOP levels, edges included: the envelope's
+    loss is the best loss reached at that compute whichever size attains it)."""
+    return fit_frontier(result.envelope["C"], result.envelope["loss"], irreducible)
