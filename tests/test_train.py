@@ -2,13 +2,19 @@
 
 import json
 import math
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scalefit import counting, data, train
+from scalefit import cli, counting, data, train
 from scalefit.checkpoint import read_metrics
 from scalefit.config import ModelConfig, TrainConfig, get_preset
 from scalefit.schedules import cosine_schedule, make_schedule, wsd_schedule
@@ -26,7 +32,7 @@ def _cfg(steps=40, **kw):
 
 
 @pytest.fixture(scope="module")
-def small_corpus(tmp_path_factory):
+def small_corpus_dir(tmp_path_factory):
     """A handful of standard-library modules (~200 KB): real text, quick to read."""
     folder = tmp_path_factory.mktemp("corpus")
     root = data.stdlib_root()
@@ -35,7 +41,12 @@ def small_corpus(tmp_path_factory):
                  "shlex.py", "difflib.py", "argparse.py", "calendar.py", "colorsys.py"]:
         dst = folder / name.replace("/", "_")
         shutil.copy(root / name, dst)
-    return data.load_corpus(folder, val_fraction=0.1, cache_dir=tmp_path_factory.mktemp("cache"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def small_corpus(small_corpus_dir, tmp_path_factory):
+    return data.load_corpus(small_corpus_dir, val_fraction=0.1, cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +249,58 @@ def test_constant_and_wsd_schedule_points():
     f = wsd_schedule(1.0, 100, 0, 20, 0.1)
     assert float(f(99)) == pytest.approx(0.1) and float(f(89)) == pytest.approx(0.1 + 0.9 * (1 - math.sqrt(0.5)))
     assert float(cosine_schedule(1.0, 10, 0, 0.0)(jnp.asarray(9))) == pytest.approx(0.0, abs=1e-7)
+
+
+_KILLABLE = """
+import sys, time
+from scalefit import data, train
+from scalefit.config import ModelConfig, TrainConfig
+cfg = ModelConfig(seq_len=32, d_model=32, n_layer=1, n_head=2, n_kv_head=2, d_ff=64)
+corpus = data.load_corpus(sys.argv[1], val_fraction=0.1, cache_dir=sys.argv[3])
+tcfg = TrainConfig(batch_size=8, lr=3e-3, tokens=60 * 256, log_every=1, checkpoint_every=7,
+                   n_evals=4, eval_batches=2)
+# Slow each step down so the parent can kill the process mid-run.
+train.train(cfg, tcfg, sys.argv[2], corpus=corpus, progress=False, on_step=lambda r: time.sleep(0.05))
+"""
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_without_gaps(small_corpus_dir, tmp_path):
+    out, cache = tmp_path / "killed", tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(small_corpus_dir), str(out), str(cache)],
+                            env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "ckpt" / "state.npz").exists() and len(_steps(out)) >= 16:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (out / "summary.json").exists()
+    corpus = data.load_corpus(small_corpus_dir, val_fraction=0.1, cache_dir=cache)
+    tcfg = TrainConfig(batch_size=8, lr=3e-3, tokens=60 * 256, log_every=1, checkpoint_every=7,
+                       n_evals=4, eval_batches=2)
+    s = train.train(TINY, tcfg, out, corpus=corpus, progress=False)
+    ref = train.train(TINY, tcfg, tmp_path / "ref", corpus=corpus, progress=False)
+    assert _steps(out) == list(range(1, 61))
+    assert abs(s["final_eval_loss"] - ref["final_eval_loss"]) < 1e-5
+    assert abs(s["final_train_loss"] - ref["final_train_loss"]) < 1e-5
+
+
+def test_cli_train(small_corpus_dir, tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = cli.main(["train", "--preset", "d32-l1", "--seq-len", "32", "--batch-size", "8",
+                   "--tokens", str(12 * 256), "--schedule", "wsd", "--corpus", str(small_corpus_dir),
+                   "--out", str(out)])
+    assert rc == 0
+    assert "completed after 12 steps" in capsys.readouterr().out
+    spec = json.loads((out / "spec.json").read_text())
+    assert spec["train"]["schedule"] == "wsd" and spec["model"]["d_model"] == 32
+    rc = cli.main(["train", "--preset", "d32-l1", "--tokens", "10", "--out", str(tmp_path / "x")])
+    assert rc == 2 and "smaller than one optimizer step" in capsys.readouterr().err
