@@ -90,8 +90,90 @@ def _train(args) -> int:
     return 0
 
 
+def _add_isoflop(sub) -> None:
+    p = sub.add_parser("isoflop", help="Chinchilla Approach 2: IsoFLOP minima and N_opt ~ C^a from a CSV")
+    p.add_argument("table", help="CSV with columns N, D, C (budget), loss (see --rename)")
+    p.add_argument("--method", choices=["akima", "parabola"], default="akima",
+                   help="minimum of each IsoFLOP curve: Akima interpolation (Porian et al. 2024) "
+                        "or parabola vertex (Hoffmann et al. 2022)")
+    p.add_argument("--by", help="grouping column: one analysis per value (e.g. cfg_id)")
+    p.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
+                   help="rename a column first, e.g. --rename n=N --rename flops=C")
+    p.set_defaults(func=_isoflop)
+
+
+def _isoflop(args) -> int:
+    import pandas as pd
+
+    from scalefit.approaches import approach2, approach2_by
+
+    table = pd.read_csv(args.table).rename(columns=dict(_key_values(args.rename, float_values=False)))
+    results = approach2_by(table, args.by, method=args.method) if args.by else {args.table: approach2(
+        table, method=args.method)}
+    for key, r in results.items():
+        print(f"{key}: a = {r.a:.4f} +- {r.N_fit.exponent_se:.4f}, b = {r.b:.4f} +- "
+              f"{r.D_fit.exponent_se:.4f} ({r.N_fit.n_points} budgets, {len(r.flagged)} flagged)")
+        for row in r.optima[r.optima.flagged].itertuples():
+            print(f"  flagged C = {row.C:.4g}: {row.reason}")
+        for reason, count in r.excluded_rows.items():
+            print(f"  excluded {count} rows: {reason}")
+    return 0
+
+
+def _add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="compute-optimal N and D, a model shape and its cost from law parameters")
+    p.add_argument("--param", action="append", required=True, metavar="KEY=VALUE",
+                   help="law parameter, repeated: E, A, B, alpha, beta (+ R_D_star, R_N_star with "
+                        "--unique-tokens)")
+    p.add_argument("--compute", type=float, required=True, help="training FLOPs, C = 6ND")
+    p.add_argument("--unique-tokens", type=float, help="unique tokens available (data-constrained law)")
+    p.add_argument("--inference-tokens", type=float,
+                   help="tokens to be served; plans for the loss the compute-optimal model reaches")
+    p.add_argument("--hardware", default="h100", help="h100, h200, a100 or tpu-v5e (peak dense bf16)")
+    p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation (default 0.4)")
+    p.add_argument("--vocab-size", type=int, default=50257, help="for the model shape's parameter count")
+    p.set_defaults(func=_plan)
+
+
+def _plan(args) -> int:
+    from scalefit import optimal
+
+    params = dict(_key_values(args.param))
+    if args.unique_tokens is not None:
+        from scalefit.constrained import data_constrained_optimal
+
+        alloc = data_constrained_optimal(params, args.compute, args.unique_tokens)
+    else:
+        alloc = optimal.chinchilla_optimal(params, args.compute)
+    allocs = [alloc]
+    if args.inference_tokens is not None:
+        law = lambda N, D: float(optimal.chinchilla_loss(params, N, D))  # noqa: E731
+        allocs.append(optimal.inference_aware_optimal(law, alloc.loss, args.inference_tokens))
+    for a in allocs:
+        shape = optimal.model_shape(a.N, vocab_size=args.vocab_size)
+        # Same serving load for every plan, so the hours compare like with like.
+        serve = 2.0 * a.N * args.inference_tokens if args.inference_tokens else 0.0
+        hours = optimal.accelerator_hours(a.C + serve, args.hardware, args.mfu)
+        print(f"{a.method}: N = {a.N:.4g}, D = {a.D:.4g} tokens ({a.tokens_per_param:.1f} tokens/param), "
+              f"C = {a.C:.4g} FLOPs, predicted loss {a.loss:.4f} nats/token")
+        print(f"  {a.notes}")
+        print(f"  shape: d_model {shape.d_model}, n_layer {shape.n_layer}, n_head {shape.n_head} "
+              f"-> N = {shape.N:.4g} (12 L d^2 + vocab d)")
+        print(f"  cost: {hours:.4g} {args.hardware} hours at MFU {args.mfu:g}"
+              + (f" (training + serving {args.inference_tokens:.3g} tokens)" if serve else ""))
+    return 0
+
+
+def _key_values(items, float_values: bool = True):
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        yield key.strip(), float(value) if float_values else value.strip()
+
+
 # Registration order is the order in `scalefit --help`.
-_COMMANDS = [_add_datasets, _add_train]
+_COMMANDS = [_add_datasets, _add_train, _add_isoflop, _add_plan]
 
 
 def build_parser() -> argparse.ArgumentParser:

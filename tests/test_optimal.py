@@ -214,3 +214,18 @@ def test_bad_parameters_are_named():
         chinchilla_optimal(dict(EPOCH, alpha=-0.3), 1e20)
     with pytest.raises(ValueError, match="C must be"):
         chinchilla_optimal(EPOCH, -1.0)
+
+
+def test_cli_plan_prints_allocation_shape_and_cost(capsys):
+    from scalefit.cli import main
+
+    args = ["plan", "--compute", "5.76e23", "--hardware", "a100"]
+    for k, v in EPOCH.items():
+        args += ["--param", f"{k}={v}"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    a = chinchilla_optimal(EPOCH, 5.76e23)
+    assert f"N = {a.N:.4g}" in out and f"D = {a.D:.4g}" in out
+    assert f"{accelerator_hours(5.76e23, 'a100', 0.4):.4g} a100 hours" in out
+    assert main(["plan", "--compute", "1e22", "--param", "E=1.8"]) == 2
+    assert "law parameters lack" in capsys.readouterr().err
