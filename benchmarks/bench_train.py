@@ -23,6 +23,7 @@ import math
 import os
 import statistics
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -63,13 +64,13 @@ def matmul_peak(n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 / t / 1e9
 
 
-def jax_step_time(cfg: ModelConfig, steps: int, tokens: np.ndarray) -> float:
-    """Median seconds of one jitted AdamW training step (the step scalefit.train runs)."""
+def jax_stepper(cfg: ModelConfig, tokens: np.ndarray, n_batches: int = 8) -> Callable[[], None]:
+    """A closure running one jitted AdamW training step (the step scalefit.train runs) to completion."""
     tcfg = TrainConfig(batch_size=BATCH, tokens=1e12)
     tx = make_optimizer(tcfg, 1000)
     state = init_state(cfg, tx, 0)
     step = make_train_step(cfg, tx)
-    batches = [get_batch(tokens, i, BATCH, SEQ, 0) for i in range(steps + 2)]
+    batches = [get_batch(tokens, i, BATCH, SEQ, 0) for i in range(n_batches)]
     it = iter(range(10**9))
 
     def run():
@@ -78,7 +79,25 @@ def jax_step_time(cfg: ModelConfig, steps: int, tokens: np.ndarray) -> float:
         state, stats = step(state, x, y)
         stats["loss"].block_until_ready()
 
-    return _median_time(run, steps)
+    return run
+
+
+def jax_step_time(cfg: ModelConfig, steps: int, tokens: np.ndarray) -> float:
+    """Median seconds of one jitted training step."""
+    return _median_time(jax_stepper(cfg, tokens), steps)
+
+
+def interleaved_ratio(fn_a, fn_b, steps: int) -> tuple[float, float]:
+    """Median step times of two closures timed alternately, so load changes hit both alike."""
+    for _ in range(2):
+        fn_a(), fn_b()
+    ta, tb = [], []
+    for _ in range(steps):
+        for fn, acc in ((fn_a, ta), (fn_b, tb)):
+            t = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - t)
+    return statistics.median(ta), statistics.median(tb)
 
 
 def torch_step_time(cfg: ModelConfig, steps: int, tokens: np.ndarray) -> float | None:
@@ -118,7 +137,7 @@ def torch_step_time(cfg: ModelConfig, steps: int, tokens: np.ndarray) -> float |
 
     def loss_fn(x, y):
         b, t = x.shape
-        z = params["embed"][x.reshape(-1)]  # [B*T, d]
+        z = F.embedding(x.reshape(-1), params["embed"])  # [B*T, d]
         for lay in layers:
             qkv = (rms(z, lay["attn_norm"]) @ lay["wqkv"]).view(b, t, 3, h, hd).permute(2, 0, 3, 1, 4)
             q, k, v = rope(qkv[0]), rope(qkv[1]), qkv[2]  # each [B, H, T, hd]
@@ -163,7 +182,8 @@ def main() -> None:
 
     tokens = load_corpus().train
     peak = matmul_peak()
-    print(f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} cpus; {torch_info}")
+    print(f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} cpus; {torch_info}; "
+          f"load average at start {os.getloadavg()[0]:.1f} (above the cpu count, timings are shared)")
     print(f"f32 matmul peak (2048^3 jnp.dot): {peak:.1f} GFLOP/s")
     print(f"batch {BATCH} x {SEQ} tokens, AdamW, f32; medians of {args.steps} steps\n")
     print(f"{'model':>14} {'N_total':>9} {'MFLOP/tok':>9} {'jax tok/s':>10} {'jax GF/s':>9} "
@@ -192,13 +212,13 @@ def main() -> None:
     dense = model_cfg(128, 4)
     moe = dense.with_overrides(n_expert=args.moe_experts, top_k=1)
     pc_d, pc_m = counting.param_counts(dense), counting.param_counts(moe)
-    td = jax_step_time(dense, args.steps, tokens)
-    tm = jax_step_time(moe, args.steps, tokens)
+    td, tm = interleaved_ratio(jax_stepper(dense, tokens), jax_stepper(moe, tokens), 2 * args.steps)
     ratio = tm / td
     print(f"\nMoE d=128 L=4 E={args.moe_experts} top-1 (active non-embedding N {pc_m.active}, total "
           f"{pc_m.total}) vs dense (N {pc_d.non_embedding}): time/token ratio {ratio:.2f} "
           f"(target <= 1.5); exact FLOP/token ratio "
           f"{counting.flops_per_token(moe).exact / counting.flops_per_token(dense).exact:.3f}")
+    print(f"load average at end {os.getloadavg()[0]:.1f}")
     for line in finals:
         print(line)
     print(f"bench_train moe E={args.moe_experts} top1 d=128 L=4 time_per_token_vs_dense={ratio:.2f}")

@@ -196,3 +196,27 @@ class TrainConfig:
     def with_overrides(self, **changes) -> TrainConfig:
         """A copy with some fields replaced (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    """One training run: what to train, how, on which corpus, and the name of its run folder."""
+
+    run_id: str  # run folder name under a sweep's root; unique within the sweep
+    model: ModelConfig  # the model shape
+    train: TrainConfig  # optimizer, schedule and budget
+    corpus: str | None = None  # text file or folder; None = the Python standard-library corpus
+
+    def __post_init__(self) -> None:
+        if not self.run_id or "/" in self.run_id or self.run_id in (".", ".."):
+            raise ValueError(f"RunSpec.run_id must be a plain folder name, got {self.run_id!r}")
+
+    def to_dict(self) -> dict:
+        """JSON-ready form; :meth:`from_dict` inverts it."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunSpec:
+        """Rebuild from :meth:`to_dict` output (configs are validated again)."""
+        return cls(run_id=d["run_id"], model=ModelConfig(**d["model"]), train=TrainConfig(**d["train"]),
+                   corpus=d.get("corpus"))

@@ -38,7 +38,7 @@ import scalefit
 from scalefit import counting, model
 from scalefit.checkpoint import (load_checkpoint, read_json, save_checkpoint, truncate_metrics,
                                  write_json)
-from scalefit.config import ModelConfig, TrainConfig
+from scalefit.config import ModelConfig, RunSpec, TrainConfig
 from scalefit.data import Corpus, check_length, eval_batches, get_batch, load_corpus
 from scalefit.schedules import make_optimizer, make_schedule, warmup_steps
 
@@ -154,13 +154,17 @@ def _asdict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def _check_same_config(path: Path, key: str, old: dict, new: dict) -> None:
+    if old.get(key) != new:
+        diff = sorted(k for k in new if old.get(key, {}).get(k) != new[k])
+        raise ValueError(f"{path} holds a run with a different {key} config (fields {diff}); "
+                         "use a new output folder")
+
+
 def _check_same_run(path: Path, old: dict, new: dict) -> None:
     """ValueError when a run directory already holds a different run."""
     for key in ("model", "train"):
-        if old.get(key) != new[key]:
-            diff = sorted(k for k in new[key] if old.get(key, {}).get(k) != new[key][k])
-            raise ValueError(f"{path} holds a run with a different {key} config (fields {diff}); "
-                             "use a new output folder")
+        _check_same_config(path, key, old, new[key])
     if old.get("corpus", {}).get("fingerprint") != new["corpus"]["fingerprint"]:
         raise ValueError(f"{path} holds a run on a different corpus (fingerprint "
                          f"{old.get('corpus', {}).get('fingerprint')} vs {new['corpus']['fingerprint']})")
@@ -180,6 +184,9 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: str | os.Path
     if (out / "summary.json").exists():
         summary = read_json(out / "summary.json")
         if summary.get("status") in FINISHED:
+            old = read_json(out / "spec.json")
+            for key, cfg in (("model", model_cfg), ("train", train_cfg)):
+                _check_same_config(out / "spec.json", key, old, _asdict(cfg))
             return summary
     steps = total_steps(model_cfg, train_cfg)  # budget errors before the corpus is read
     if not isinstance(corpus, Corpus):
@@ -203,6 +210,13 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: str | os.Path
     records = truncate_metrics(out / "metrics.jsonl", start)
     return _loop(model_cfg, train_cfg, out, corpus, spec, tx, state, start, wall0, records,
                  progress, on_step)
+
+
+def train_run(spec: RunSpec, root: str | os.PathLike, progress: bool = False,
+              on_step: Callable[[dict], None] | None = None) -> dict:
+    """:func:`train` for a RunSpec, in the folder ``<root>/<spec.run_id>``."""
+    return train(spec.model, spec.train, Path(root) / spec.run_id, corpus=spec.corpus,
+                 progress=progress, on_step=on_step)
 
 
 def _loop(model_cfg, train_cfg, out, corpus, spec, tx, state, start, wall0, records, progress,
@@ -235,7 +249,7 @@ def _loop(model_cfg, train_cfg, out, corpus, spec, tx, state, start, wall0, reco
                                wall0 + time.perf_counter() - t0)
                 log.write(json.dumps(last) + "\n")
                 log.flush()
-                bar.set_postfix(loss=f"{loss:.3f}", **({"eval": f"{eval_loss:.3f}"} if eval_loss else {}))
+                bar.set_postfix(loss=f"{loss:.3f}", **({"eval": f"{eval_loss:.3f}"} if eval_loss is not None else {}))
                 if on_step is not None:
                     on_step(last)
             bar.update(tps)

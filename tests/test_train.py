@@ -16,7 +16,7 @@ import pytest
 
 from scalefit import cli, counting, data, train
 from scalefit.checkpoint import read_metrics
-from scalefit.config import ModelConfig, TrainConfig, get_preset
+from scalefit.config import ModelConfig, RunSpec, TrainConfig, get_preset
 from scalefit.schedules import cosine_schedule, make_schedule, wsd_schedule
 
 TINY = ModelConfig(seq_len=32, d_model=32, n_layer=1, n_head=2, n_kv_head=2, d_ff=64)
@@ -144,6 +144,18 @@ def test_finished_run_is_not_retrained(unbroken, small_corpus):
     before = (out / "metrics.jsonl").read_bytes()
     assert train.train(TINY, _cfg(), out, corpus=small_corpus, progress=False) == s
     assert (out / "metrics.jsonl").read_bytes() == before
+    with pytest.raises(ValueError, match=r"different model config \(fields \['d_ff', 'd_model'\]\)"):
+        train.train(TINY.with_overrides(d_model=64, d_ff=128), _cfg(), out, corpus=small_corpus,
+                    progress=False)
+
+
+def test_run_spec_round_trip_and_train_run(unbroken, small_corpus):
+    out, s = unbroken
+    spec = RunSpec(run_id=out.name, model=TINY, train=_cfg())
+    assert RunSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert train.train_run(spec, out.parent) == s  # finished: returned without training
+    with pytest.raises(ValueError, match="plain folder name"):
+        RunSpec(run_id="a/b", model=TINY, train=_cfg())
 
 
 def test_killed_after_last_checkpoint_writes_summary(unbroken, small_corpus, tmp_path):
