@@ -21,7 +21,9 @@ token * tokens, both cumulative training FLOPs (evaluation is not counted).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import math
 import os
@@ -199,17 +201,33 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: str | os.Path
     else:
         write_json(out / "spec.json", spec)
 
-    tx = make_optimizer(train_cfg, steps)
-    state = init_state(model_cfg, tx, train_cfg.seed)
-    restored = load_checkpoint(out, state)
-    start, wall0 = 0, 0.0
-    if restored is not None:
-        state, extra = restored
-        state = jax.tree.map(jnp.asarray, state)
-        start, wall0 = int(state.step), float(extra.get("wall_time", 0.0))
-    records = truncate_metrics(out / "metrics.jsonl", start)
-    return _loop(model_cfg, train_cfg, out, corpus, spec, tx, state, start, wall0, records,
-                 progress, on_step)
+    with _run_lock(out):
+        tx = make_optimizer(train_cfg, steps)
+        state = init_state(model_cfg, tx, train_cfg.seed)
+        restored = load_checkpoint(out, state)
+        start, wall0 = 0, 0.0
+        if restored is not None:
+            state, extra = restored
+            state = jax.tree.map(jnp.asarray, state)
+            start, wall0 = int(state.step), float(extra.get("wall_time", 0.0))
+        records = truncate_metrics(out / "metrics.jsonl", start)
+        return _loop(model_cfg, train_cfg, out, corpus, spec, tx, state, start, wall0, records,
+                     progress, on_step)
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path):
+    """Exclusive lock on the run folder: two processes appending to one metrics log would corrupt it
+    (e.g. a sweep retrying a run whose first worker is still alive). The OS drops it on exit or kill."""
+    with open(out / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{out} is being trained by another process") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def train_run(spec: RunSpec, root: str | os.PathLike, progress: bool = False,

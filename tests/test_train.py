@@ -86,7 +86,8 @@ def test_short_run_on_default_corpus_learns(tmp_path):
 
 def test_run_dir_format(unbroken):
     out, s = unbroken
-    assert sorted(p.name for p in out.iterdir()) == ["ckpt", "metrics.jsonl", "spec.json", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "ckpt", "metrics.jsonl", "spec.json",
+                                                     "summary.json"]
     recs = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in recs] == list(range(1, 41))
     r = recs[-1]
@@ -173,6 +174,34 @@ def test_other_config_in_same_dir_is_refused(small_corpus, tmp_path):
         train.train(TINY, _cfg(), out, corpus=small_corpus, progress=False, on_step=_stop_at(2))
     with pytest.raises(ValueError, match=r"different train config \(fields \['lr'\]\)"):
         train.train(TINY, _cfg(lr=1e-3), out, corpus=small_corpus, progress=False)
+
+
+def test_run_folder_in_use_is_refused(small_corpus, tmp_path):
+    out = tmp_path / "busy"
+    with pytest.raises(_Stop):
+        train.train(TINY, _cfg(), out, corpus=small_corpus, progress=False, on_step=_stop_at(1))
+    # Another process holds the lock (a child, since flock is per open file, not per process).
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+                               str(out / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ValueError, match="being trained by another process"):
+            train.train(TINY, _cfg(), out, corpus=small_corpus, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert train.train(TINY, _cfg(), out, corpus=small_corpus, progress=False)["status"] == "completed"
+
+
+def test_bf16_matmuls_train(small_corpus, tmp_path):
+    s32 = train.train(TINY, _cfg(steps=8, n_evals=2), tmp_path / "f32", corpus=small_corpus, progress=False)
+    s16 = train.train(TINY.with_overrides(compute_dtype="bfloat16"), _cfg(steps=8, n_evals=2),
+                      tmp_path / "bf16", corpus=small_corpus, progress=False)
+    assert s16["status"] == "completed"
+    assert s16["final_eval_loss"] != s32["final_eval_loss"]  # bf16 inputs really were used
+    assert abs(s16["final_eval_loss"] - s32["final_eval_loss"]) < 0.05
 
 
 def test_divergence_is_recorded_not_raised(small_corpus, tmp_path):
