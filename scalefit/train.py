@@ -28,6 +28,7 @@ import json
 import math
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -255,12 +256,17 @@ def _loop(model_cfg, train_cfg, out, corpus, spec, tx, state, start, wall0, reco
     bar = tqdm(total=steps * tps, initial=start * tps, unit="tok", unit_scale=True,
                disable=not progress, dynamic_ncols=True)
     with open(out / "metrics.jsonl", "a") as log:
+        batch = partial(get_batch, corpus.train, batch_size=train_cfg.batch_size,
+                        seq_len=model_cfg.seq_len, seed=train_cfg.seed)
+        nxt = batch(start)
         for s in range(start, steps):
-            x, y = get_batch(corpus.train, s, train_cfg.batch_size, model_cfg.seq_len, train_cfg.seed)
-            state, stats = step_fn(state, x, y)
+            state, stats = step_fn(state, *nxt)
             done = s + 1
-            loss = float(stats["ce"])  # one host sync per step: divergence is caught on its step
-            finite = math.isfinite(loss) and math.isfinite(float(stats["loss"]))
+            if done < steps:
+                nxt = batch(done)  # built on the host while the step runs (dispatch is async)
+            # One host sync per step, so divergence is caught on the step it happens.
+            loss, objective = (float(v) for v in jax.device_get((stats["ce"], stats["loss"])))
+            finite = math.isfinite(loss) and math.isfinite(objective)
             if not finite or done % train_cfg.log_every == 0 or done in evals:
                 eval_loss = evaluate(eval_fn, state.params, val) if finite and done in evals else None
                 last = _record(done, tps, f6, fx, stats, lrs[s], eval_loss, model_cfg,
