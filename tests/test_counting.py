@@ -26,7 +26,7 @@ def _leaf_sizes(cfg):
     params = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
     total = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
     embedding = sum(int(np.prod(params[k].shape)) for k in ("embed", "unembed") if k in params)
-    experts = sum(int(np.prod(layer[k].shape)) for layer in params["layers"] for k in ("w_in", "w_out"))
+    experts = sum(int(np.prod(layer[k].shape)) for layer in params["layers"] for k in ("w_gate", "w_up", "w_down"))
     return total, embedding, experts
 
 

@@ -49,8 +49,8 @@ def _moe_from_dense(dense_params, moe_cfg, key):
     layers = []
     for layer, k in zip(dense_params["layers"], jax.random.split(key, moe_cfg.n_layer)):
         layer = dict(layer)
-        layer["w_in"] = jnp.broadcast_to(layer["w_in"], (moe_cfg.n_expert,) + layer["w_in"].shape)
-        layer["w_out"] = jnp.broadcast_to(layer["w_out"], (moe_cfg.n_expert,) + layer["w_out"].shape)
+        for name in ("w_gate", "w_up", "w_down"):
+            layer[name] = jnp.broadcast_to(layer[name], (moe_cfg.n_expert,) + layer[name].shape)
         layer["router"] = jax.random.normal(k, (moe_cfg.d_model, moe_cfg.n_expert))
         layers.append(layer)
     return {**dense_params, "layers": layers}
@@ -88,10 +88,10 @@ def _reference_forward(params, tokens, cfg):
     x = p["embed"][np.asarray(tokens)]  # [B, T, d]
     mask = np.tril(np.ones((t, t), bool))
     for layer in p["layers"]:
-        qkv = norm(x, layer["attn_norm"]) @ layer["wqkv"]
-        q = qkv[..., : h * hd].reshape(b, t, h, hd)
-        k = np.repeat(qkv[..., h * hd:(h + kv) * hd].reshape(b, t, kv, hd), h // kv, axis=2)
-        v = np.repeat(qkv[..., (h + kv) * hd:].reshape(b, t, kv, hd), h // kv, axis=2)
+        z = norm(x, layer["attn_norm"])
+        q = (z @ layer["wq"]).reshape(b, t, h, hd)
+        k = np.repeat((z @ layer["wk"]).reshape(b, t, kv, hd), h // kv, axis=2)
+        v = np.repeat((z @ layer["wv"]).reshape(b, t, kv, hd), h // kv, axis=2)
         heads = []
         for i in range(h):
             s = rope(q[:, :, i]) @ rope(k[:, :, i]).transpose(0, 2, 1) / math.sqrt(hd)
@@ -99,19 +99,20 @@ def _reference_forward(params, tokens, cfg):
             a = np.exp(s - s.max(-1, keepdims=True))
             heads.append((a / a.sum(-1, keepdims=True)) @ v[:, :, i])
         x = x + np.concatenate(heads, axis=-1) @ layer["wo"]
-        u = norm(x, layer["mlp_norm"]) @ layer["w_in"]
-        gate, up = u[..., : cfg.d_ff], u[..., cfg.d_ff:]
-        x = x + (gate / (1 + np.exp(-gate)) * up) @ layer["w_out"]
+        z = norm(x, layer["mlp_norm"])
+        gate, up = z @ layer["w_gate"], z @ layer["w_up"]
+        x = x + (gate / (1 + np.exp(-gate)) * up) @ layer["w_down"]
     out = p["embed"].T if cfg.tie_embeddings else p["unembed"]
     return norm(x, p["final_norm"]) @ out
 
 
-@pytest.mark.parametrize("n_kv_head,tied", [(4, False), (2, False), (1, True)],
-                         ids=["mha", "gqa2", "mqa-tied"])
-def test_attention_matches_repeated_kv_reference(n_kv_head, tied):
-    cfg = dataclasses.replace(CFG, n_kv_head=n_kv_head, tie_embeddings=tied)
+@pytest.mark.parametrize("n_kv_head,tied,t", [(4, False, T), (2, False, T), (1, True, T), (2, False, 150)],
+                         ids=["mha", "gqa2", "mqa-tied", "gqa2-long"])
+def test_attention_matches_repeated_kv_reference(n_kv_head, tied, t):
+    # t = 150 runs the blocked causal path with a ragged last block (64 + 64 + 22 query rows).
+    cfg = dataclasses.replace(CFG, n_kv_head=n_kv_head, tie_embeddings=tied, seq_len=max(t, T))
     params = init_params(cfg, jax.random.PRNGKey(3))
-    tokens = _tokens()
+    tokens = _tokens(shape=(2, t))
     logits, _ = forward(params, tokens, cfg)
     np.testing.assert_allclose(logits, _reference_forward(params, tokens, cfg), atol=1e-4, rtol=1e-4)
 
@@ -121,13 +122,8 @@ def test_gqa_with_all_heads_equals_mha_with_repeated_kv():
     gqa = dataclasses.replace(CFG, n_kv_head=1)
     mha = dataclasses.replace(CFG, n_kv_head=CFG.n_head)
     params = init_params(gqa, jax.random.PRNGKey(4))
-    h, hd = CFG.n_head, CFG.head_dim
-    layers = []
-    for layer in params["layers"]:
-        w = layer["wqkv"]  # [d, (H + 2) * hd]
-        k, v = w[:, h * hd:(h + 1) * hd], w[:, (h + 1) * hd:]
-        layers.append({**layer, "wqkv": jnp.concatenate([w[:, : h * hd], jnp.tile(k, (1, h)),
-                                                         jnp.tile(v, (1, h))], axis=1)})
+    layers = [{**layer, "wk": jnp.tile(layer["wk"], (1, CFG.n_head)),  # [d, hd] -> [d, H * hd]
+               "wv": jnp.tile(layer["wv"], (1, CFG.n_head))} for layer in params["layers"]]
     tokens = _tokens()
     np.testing.assert_allclose(forward({**params, "layers": layers}, tokens, mha)[0],
                                forward(params, tokens, gqa)[0], atol=1e-5, rtol=1e-5)
@@ -154,7 +150,7 @@ def _reference_moe(layer, x, cfg):
     """Token-by-token MoE: choice-major order, each expert takes the first C assignments."""
     x = np.asarray(x, np.float64)
     layer = jax.tree.map(lambda a: np.asarray(a, np.float64), layer)
-    n, e, k, f = x.shape[0], cfg.n_expert, cfg.top_k, cfg.d_ff
+    n, e, k = x.shape[0], cfg.n_expert, cfg.top_k
     logits = x @ layer["router"]
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
@@ -168,8 +164,8 @@ def _reference_moe(layer, x, cfg):
                 dropped += 1
                 continue
             used[ex] += 1
-            hid = x[i] @ layer["w_in"][ex]
-            y = (hid[:f] / (1 + np.exp(-hid[:f])) * hid[f:]) @ layer["w_out"][ex]
+            gate, up = x[i] @ layer["w_gate"][ex], x[i] @ layer["w_up"][ex]
+            y = (gate / (1 + np.exp(-gate)) * up) @ layer["w_down"][ex]
             out[i] += probs[i, ex] / probs[i, top[i]].sum() * y
     return out, dropped / (n * k)
 
