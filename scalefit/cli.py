@@ -10,6 +10,55 @@ import argparse
 import sys
 
 
+def _add_fit(sub) -> None:
+    p = sub.add_parser("fit", help="fit a scaling law to a table of runs",
+                       description="Fit a scaling law to TABLE: a CSV/Parquet file or a reference "
+                                   "dataset name (scalefit datasets list).")
+    p.add_argument("table", help="CSV or Parquet file, or a reference dataset name")
+    from scalefit.laws import LAWS
+
+    p.add_argument("--law", default="chinchilla", choices=sorted(LAWS), help="law to fit")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="B",
+                   help="bootstrap resamples of whole runs for SEs and CIs (e.g. 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--ci", type=float, default=0.95, help="confidence level of the intervals")
+    p.add_argument("--delta", type=float, default=1e-3, help="Huber delta on log residuals")
+    p.add_argument("--over-penalty", type=float, default=1.0,
+                   help="multiply the penalty of over-predicted losses by this (1 = symmetric)")
+    for field in ("n", "d", "c", "loss", "run", "weight"):
+        p.add_argument(f"--{field}-col", default=None, help=f"column holding {field.upper() if len(field) == 1 else field}")
+    p.add_argument("--n-kind", default="total", choices=["total", "non-embedding", "active"],
+                   help="which parameters N counts")
+    p.add_argument("--c-kind", default=None, choices=["6ND", "exact", "reported", "unspecified"],
+                   help="how C was counted (default: from the data)")
+    p.add_argument("--compute", type=float, action="append", default=[], metavar="C",
+                   help="also print the compute-optimal N, D at C FLOPs (chinchilla law; repeatable)")
+    p.add_argument("--out", default=None, help="write the fit result as JSON here")
+    p.set_defaults(func=_fit)
+
+
+def _fit(args) -> int:
+    from scalefit.fit import Objective, fit
+
+    result = fit(args.table, args.law, objective=Objective(args.delta, args.over_penalty),
+                 bootstrap_resamples=args.bootstrap, seed=args.seed, ci_level=args.ci,
+                 progress=args.bootstrap >= 200, n_col=args.n_col, d_col=args.d_col, c_col=args.c_col,
+                 loss_col=args.loss_col, run_col=args.run_col, weight_col=args.weight_col,
+                 n_kind=args.n_kind, c_kind=args.c_kind)
+    print(result.summary())
+    for C in args.compute:
+        alloc = result.allocate(C)
+        parts = []
+        for key in ("N", "D", "tokens_per_param", "loss"):
+            e = alloc[key]
+            ci = "" if e.ci is None else f" [{e.ci[0]:.3g}, {e.ci[1]:.3g}]"
+            parts.append(f"{key}={e.value:.4g}{ci}")
+        print(f"compute-optimal at C={C:.3g} (C = 6ND): " + "  ".join(parts))
+    if args.out:
+        print(f"wrote {result.save(args.out)}")
+    return 0
+
+
 def _add_datasets(sub) -> None:
     p = sub.add_parser("datasets", help="reference datasets shipped with scalefit")
     dsub = p.add_subparsers(dest="datasets_cmd", required=True)
@@ -173,7 +222,7 @@ def _key_values(items, float_values: bool = True):
 
 
 # Registration order is the order in `scalefit --help`.
-_COMMANDS = [_add_datasets, _add_train, _add_isoflop, _add_plan]
+_COMMANDS = [_add_fit, _add_datasets, _add_train, _add_isoflop, _add_plan]
 
 
 def build_parser() -> argparse.ArgumentParser:
