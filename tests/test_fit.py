@@ -1,0 +1,233 @@
+"""The fitter on real data (Chinchilla/Epoch) and on data drawn from known laws."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scalefit import cli
+from scalefit.fit import Objective, _solve_batch, fit, resample_weights
+from scalefit.laws import LAWS, get_law
+from scalefit.result import FitResult
+
+# Besiroglu et al. 2024 (Epoch), Hoffmann's method on the 240 rows: shared/data/README.md.
+EPOCH_HUBER = 0.0010182741
+EPOCH_PARAMS = {"A": 477.8, "B": 2143.4, "E": 1.8172, "alpha": 0.34731, "beta": 0.36717}
+EPOCH_CI = {"alpha": (0.317, 0.373), "beta": (0.331, 0.415)}
+
+
+@pytest.fixture(scope="module")
+def chinchilla_fit():
+    return fit("chinchilla", bootstrap_resamples=1000, seed=0)
+
+
+def test_chinchilla_reproduces_hoffmann_method(chinchilla_fit):
+    r = chinchilla_fit
+    assert r.n_points == 240 and r.status == "converged"
+    assert r.objective <= EPOCH_HUBER
+    for k, v in EPOCH_PARAMS.items():
+        assert r.params[k].value == pytest.approx(v, rel=5e-3), k
+    assert r.method["n_starts"] == 4500
+    assert 0 < r.method["share_at_best"] <= 1
+    assert r.derived["a"].value == pytest.approx(0.514, abs=1e-3)
+
+
+def test_chinchilla_bootstrap_intervals_match_epoch(chinchilla_fit):
+    r = chinchilla_fit
+    assert r.bootstrap["n_resamples"] == 1000
+    for k, (lo, hi) in EPOCH_CI.items():
+        ci = r.params[k].ci
+        assert abs(ci[0] - lo) <= 0.015 and abs(ci[1] - hi) <= 0.015, (k, ci)
+        assert r.params[k].se > 0.005  # a collapsed bootstrap (early stopping) gives ~0
+    a = r.derived["a"]
+    assert a.ci[0] < a.value < a.ci[1]
+
+
+def test_json_round_trip_and_schema(chinchilla_fit, tmp_path):
+    r = chinchilla_fit
+    path = r.save(tmp_path / "fit.json")
+    d = json.loads(path.read_text())
+    assert set(d["params"]) == {"E", "A", "B", "alpha", "beta"}
+    assert set(d["params"]["alpha"]) == {"value", "se", "ci"} and len(d["params"]["alpha"]["ci"]) == 2
+    back = FitResult.load(path)
+    assert back == r
+    np.testing.assert_array_equal(back.samples, r.samples)
+    assert back.summary() == r.summary()
+
+
+def test_predict_and_allocate_have_intervals(chinchilla_fit):
+    r = chinchilla_fit
+    p = r.predict(N=np.array([1e9, 7e10]), D=np.array([2e10, 1.4e12]))
+    assert np.all(p.low < p.loss) and np.all(p.loss < p.high)
+    alloc = r.allocate(5.76e23)
+    # Epoch's own estimates give N = 7.24e10, D = 1.33e12 at this budget (shared/data/README.md).
+    assert alloc["N"].value == pytest.approx(7.24e10, rel=0.03)
+    assert alloc["D"].value == pytest.approx(1.33e12, rel=0.03)
+    assert alloc["N"].ci[0] < alloc["N"].value < alloc["N"].ci[1]
+    with pytest.raises(ValueError, match="needs inputs"):
+        r.predict(N=1e9)
+
+
+# --- synthetic data from each law: exact recovery without noise ---------------------------------------
+
+TRUE = {
+    "chinchilla": {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28},
+    "kaplan_nd": {"alpha_N": 0.076, "alpha_D": 0.103, "N_c": 6.4e13, "D_c": 1.8e13},
+    "kaplan_n": {"alpha_N": 0.076, "N_c": 8.8e13},
+    "kaplan_d": {"alpha_D": 0.095, "D_c": 5.4e13},
+    "kaplan_c": {"alpha_C": 0.05, "C_c": 2.7e28},
+    "kaplan_n_e": {"alpha_N": 0.3, "N_c": 3e8, "E": 1.7},
+    "kaplan_d_e": {"alpha_D": 0.3, "D_c": 3e9, "E": 1.7},
+    "kaplan_c_e": {"alpha_C": 0.15, "C_c": 1e19, "E": 1.8},
+    "power_n": {"E": 1.7, "A": 300.0, "alpha": 0.35},
+    "power_d": {"E": 1.7, "A": 900.0, "alpha": 0.3},
+    "power_c": {"E": 1.8, "A": 2000.0, "alpha": 0.15},
+}
+
+
+def _grid_table(law, params, noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    N = np.geomspace(1e6, 1e10, 7)
+    D = np.geomspace(1e8, 1e12, 6)
+    NN, DD = (x.ravel() for x in np.meshgrid(N, D))
+    df = pd.DataFrame({"N": NN, "D": DD, "C": 6 * NN * DD})
+    loss = law.predict(params, **{c: df[c].to_numpy() for c in law.inputs})
+    df["loss"] = loss * np.exp(noise * rng.standard_normal(len(df)))
+    return df
+
+
+def test_every_law_has_a_truth_here():
+    assert set(TRUE) == set(LAWS)
+
+
+@pytest.mark.parametrize("name", sorted(TRUE))
+def test_noise_free_recovery(name):
+    law = get_law(name)
+    df = _grid_table(law, TRUE[name])
+    r = fit(df, law, gtol=1e-12)
+    for k, v in TRUE[name].items():
+        assert r.params[k].value == pytest.approx(v, rel=1e-6), (name, k, r.params[k].value)
+
+
+def test_noisy_recovery_within_intervals():
+    law = get_law("chinchilla")
+    truth = TRUE["chinchilla"]
+    df = _grid_table(law, truth, noise=0.01, seed=3)
+    r = fit(df, law, bootstrap_resamples=300, seed=1, objective=Objective(delta=0.05))
+    for k in ("alpha", "beta"):
+        lo, hi = r.params[k].ci
+        assert lo <= truth[k] <= hi, (k, lo, hi)
+    a_true = truth["beta"] / (truth["alpha"] + truth["beta"])
+    lo, hi = r.derived["a"].ci
+    assert lo <= a_true <= hi
+
+
+# --- invariants --------------------------------------------------------------------------------------
+
+
+def test_integer_weights_equal_duplicated_rows():
+    law = get_law("power_n")
+    df = _grid_table(law, TRUE["power_n"], noise=0.02, seed=5).drop_duplicates("N").reset_index(drop=True)
+    w = np.arange(1, len(df) + 1)
+    weighted = df.assign(w=w.astype(float))
+    duplicated = df.loc[df.index.repeat(w)].reset_index(drop=True)
+    a = fit(weighted, law, weight_col="w", d_col="D")
+    b = fit(duplicated, law)
+    for k in law.param_names:
+        assert a.params[k].value == pytest.approx(b.params[k].value, rel=1e-6)
+
+
+def test_over_penalty_reduces_over_prediction():
+    law = get_law("chinchilla")
+    df = _grid_table(law, TRUE["chinchilla"], noise=0.02, seed=7)
+    sym = fit(df, law, objective=Objective(delta=1e-3))
+    asym = fit(df, law, objective=Objective(delta=1e-3, over_penalty=10.0))
+    obs = np.log(df["loss"].to_numpy())
+
+    def share_over(r):
+        return np.mean(np.log(r.predict(N=df["N"].to_numpy(), D=df["D"].to_numpy()).loss) > obs)
+
+    assert share_over(asym) < share_over(sym)
+
+
+def test_resample_weights_keep_runs_whole():
+    runs = np.array(["a", "a", "b", "c", "c", "c"])
+    w = resample_weights(runs, 50, seed=0)
+    assert w.shape == (50, 6)
+    assert np.all(w[:, 0] == w[:, 1]) and np.all(w[:, 3] == w[:, 5])
+    # each resample draws 3 runs: the weights of one row per run sum to 3
+    assert np.all(w[:, [0, 2, 3]].sum(axis=1) == 3)
+
+
+def test_no_recompilation_on_second_fit():
+    law = get_law("power_n")
+    df = _grid_table(law, TRUE["power_n"], noise=0.01)
+    fit(df, law, bootstrap_resamples=20, seed=0)
+    before = _solve_batch._cache_size()
+    fit(df, law, bootstrap_resamples=20, seed=1)  # new resamples: same shapes, same compiled code
+    assert _solve_batch._cache_size() == before
+
+
+# --- bad input ---------------------------------------------------------------------------------------
+
+
+def test_bad_rows_are_excluded_and_named():
+    law = get_law("chinchilla")
+    df = _grid_table(law, TRUE["chinchilla"])
+    df.loc[3, "loss"] = np.nan
+    df.loc[5, "loss"] = -1.0
+    df.loc[8, "loss"] = np.inf
+    r = fit(df, law)
+    rows = {row for row, _ in r.excluded}
+    assert rows == {"3", "5", "8"}
+    assert r.n_points == len(df) - 3
+    assert "3" in r.summary() and "excluded" in r.summary()
+
+
+def test_non_positive_n_is_excluded_and_named():
+    df = _grid_table(get_law("chinchilla"), TRUE["chinchilla"])
+    df.loc[2, "N"] = 0.0
+    r = fit(df, "chinchilla")
+    assert [row for row, _ in r.excluded] == ["2"]
+
+
+def test_single_distinct_d_is_refused():
+    df = pd.DataFrame({"N": np.geomspace(1e6, 1e9, 8), "D": 1e10, "loss": np.linspace(4, 3, 8)})
+    with pytest.raises(ValueError, match="D = 1e\\+10.*not identifiable"):
+        fit(df, "chinchilla")
+
+
+def test_too_few_points_is_refused():
+    df = pd.DataFrame({"N": [1e6, 1e7, 1e8, 1e9], "D": [1e9, 1e10, 1e9, 1e10], "loss": [4, 3.5, 3.2, 3]})
+    with pytest.raises(ValueError, match="4 usable rows.*5 parameters"):
+        fit(df, "chinchilla")
+
+
+def test_missing_column_is_refused():
+    df = pd.DataFrame({"params": [1e6, 1e7], "L": [3.0, 2.5]})
+    with pytest.raises(ValueError, match="loss"):
+        fit(df, "power_n")
+
+
+def test_unknown_law_lists_known():
+    with pytest.raises(ValueError, match="known laws: .*chinchilla"):
+        get_law("chinchila")
+
+
+def test_cli_fit_writes_json(tmp_path, capsys):
+    df = _grid_table(get_law("chinchilla"), TRUE["chinchilla"], noise=0.005, seed=2)
+    src = tmp_path / "runs.csv"
+    df.rename(columns={"N": "params", "D": "tokens", "loss": "val_loss"}).to_csv(src, index=False)
+    out = tmp_path / "fit.json"
+    rc = cli.main(["fit", str(src), "--n-col", "params", "--d-col", "tokens", "--loss-col", "val_loss",
+                   "--bootstrap", "50", "--compute", "1e21", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "alpha" in text and "compute-optimal at C=1e+21" in text
+    assert FitResult.load(out).params["alpha"].se is not None
+    odd = tmp_path / "odd.csv"
+    df.rename(columns={"loss": "xent_q"}).to_csv(odd, index=False)
+    assert cli.main(["fit", str(odd)]) == 2  # no loss column found: a clear error, not a crash
+    err = capsys.readouterr().err
+    assert "loss" in err and "odd.csv" in err
