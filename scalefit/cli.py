@@ -45,15 +45,17 @@ def _fit(args) -> int:
                  progress=args.bootstrap >= 200, n_col=args.n_col, d_col=args.d_col, c_col=args.c_col,
                  loss_col=args.loss_col, run_col=args.run_col, weight_col=args.weight_col,
                  n_kind=args.n_kind, c_kind=args.c_kind)
+    if args.compute:
+        from dataclasses import replace
+
+        derived = dict(result.derived)
+        for C in args.compute:
+            alloc = result.allocate(C)
+            derived[f"N_opt@{C:.3g}"] = alloc["N"]
+            derived[f"D_opt@{C:.3g}"] = alloc["D"]
+            derived[f"L_opt@{C:.3g}"] = alloc["loss"]
+        result = replace(result, derived=derived)  # so the JSON carries them too
     print(result.summary())
-    for C in args.compute:
-        alloc = result.allocate(C)
-        parts = []
-        for key in ("N", "D", "tokens_per_param", "loss"):
-            e = alloc[key]
-            ci = "" if e.ci is None else f" [{e.ci[0]:.3g}, {e.ci[1]:.3g}]"
-            parts.append(f"{key}={e.value:.4g}{ci}")
-        print(f"compute-optimal at C={C:.3g} (C = 6ND): " + "  ".join(parts))
     if args.out:
         print(f"wrote {result.save(args.out)}")
     return 0

@@ -52,18 +52,20 @@ class Law:
 
     def predict(self, params: dict, **inputs) -> np.ndarray:
         """L at the given inputs (arrays broadcast), from reported parameters `params`."""
-        theta = self.from_params(np.array([params[k] for k in self.param_names], float))
+        p = np.array([[params[k] for k in self.param_names]], float)
+        return self.predict_many(p, **inputs)[0]
+
+    def predict_many(self, params: np.ndarray, **inputs) -> np.ndarray:
+        """L for each row of reported parameters `params` [B, K] at the inputs: [B, *input shape]."""
+        import jax
+
         shape = np.broadcast_shapes(*(np.shape(inputs[c]) for c in self.inputs))
         logx = np.stack([np.broadcast_to(np.log(np.asarray(inputs[c], float)), shape).ravel()
-                         for c in self.inputs])
-        return np.exp(np.asarray(_np_log_loss(self, theta, logx))).reshape(shape)
-
-
-def _np_log_loss(law: Law, theta: np.ndarray, logx: np.ndarray) -> np.ndarray:
-    import jax
-
-    with jax.enable_x64(True):
-        return np.asarray(law.log_loss(jnp.asarray(theta), jnp.asarray(logx)))
+                         for c in self.inputs])  # [n_inputs, n]
+        theta = np.stack([self.from_params(p) for p in np.atleast_2d(params)])  # [B, P]
+        with jax.enable_x64(True):
+            out = jax.vmap(self.log_loss, in_axes=(0, None))(jnp.asarray(theta), jnp.asarray(logx))
+            return np.exp(np.asarray(out)).reshape((len(theta),) + shape)
 
 
 def _product(*axes) -> np.ndarray:

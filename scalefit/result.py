@@ -98,7 +98,7 @@ class FitResult:
         point = law.predict(self.values(), **inputs)
         if self.samples is None:
             return Prediction(point, None, None)
-        draws = np.stack([law.predict(p, **inputs) for p in self._sample_dicts()])
+        draws = law.predict_many(self.samples, **inputs)  # [B, *shape]
         q = 100 * (1 - self.ci_level) / 2
         lo, hi = np.nanpercentile(draws, [q, 100 - q], axis=0)
         return Prediction(point, lo, hi)
@@ -131,11 +131,11 @@ class FitResult:
                  f"  data: {self.source}  ({self.n_points} rows, {self.n_runs} runs, "
                  f"{len(self.excluded)} excluded; N = {self.n_kind}, C = {self.c_kind}, "
                  f"loss in nats/token)",
-                 f"  {'parameter':<12}{'value':>14}{'SE':>12}   {pct}"]
+                 f"  {'parameter':<16}{'value':>14}{'SE':>12}   {pct}"]
         for name, e in [*self.params.items(), *self.derived.items()]:
             se = "" if e.se is None else f"{e.se:.4g}"
             ci = "" if e.ci is None else f"[{e.ci[0]:.5g}, {e.ci[1]:.5g}]"
-            lines.append(f"  {name:<12}{e.value:>14.6g}{se:>12}   {ci}")
+            lines.append(f"  {name:<16}{e.value:>14.6g}{se:>12}   {ci}")
         m = self.method
         lines.append(f"  objective {self.objective:.10g} ({m.get('loss')}, delta={m.get('delta')}); "
                      f"status {self.status}, |grad| {m.get('grad_norm', float('nan')):.2g}")

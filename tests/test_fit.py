@@ -224,7 +224,8 @@ def test_cli_fit_writes_json(tmp_path, capsys):
                    "--bootstrap", "50", "--compute", "1e21", "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "alpha" in text and "compute-optimal at C=1e+21" in text
+    assert "alpha" in text and "N_opt@1e+21" in text
+    assert "N_opt@1e+21" in FitResult.load(out).derived
     assert FitResult.load(out).params["alpha"].se is not None
     odd = tmp_path / "odd.csv"
     df.rename(columns={"loss": "xent_q"}).to_csv(odd, index=False)
