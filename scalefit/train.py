@@ -27,6 +27,7 @@ import fcntl
 import json
 import math
 import os
+import platform
 import time
 from functools import partial
 from pathlib import Path
@@ -147,6 +148,7 @@ def _spec(model_cfg, train_cfg, corpus: Corpus, steps: int) -> dict:
         "warmup_steps": warmup_steps(train_cfg, steps),
         "loss_unit": "nats per token (cross-entropy, natural log)",
         "scalefit_version": scalefit.__version__,
+        "python_version": platform.python_version(),  # the default corpus is this stdlib's source
         "jax_version": jax.__version__,
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
