@@ -316,3 +316,53 @@ def backtest(data, law="chinchilla", *, holdout: float | int = 0.15, cutoff_C: f
                     mean_abs_rel_err=float(np.mean(np.abs(rel))), max_abs_rel_err=float(np.max(np.abs(rel))),
                     mean_rel_err=float(np.mean(rel)), coverage=float(np.mean(inside)), level=level,
                     rows=rows, fit=res)
+
+
+def allocation_curve(result: FitResult, C, level: float | None = None) -> dict[str, np.ndarray]:
+    """Compute-optimal N_opt(C), D_opt(C) of a Chinchilla fit on a grid of budgets, with bootstrap bands.
+
+    Closed form of Hoffmann et al. 2022, eq. 4, vectorised over budgets and bootstrap refits.
+    Returns arrays of len(C): C, N, N_low, N_high, D, D_low, D_high (bands None-free only with samples;
+    without them the band collapses onto the point).
+    """
+    if result.law != "chinchilla":
+        raise ValueError(f"allocation curves need the chinchilla law, not {result.law}")
+    level = result.ci_level if level is None else level
+    C = np.atleast_1d(np.asarray(C, float))  # [m]
+    names = list(result.params)
+
+    def nd(p):  # p [B, K] -> N, D [B, m]
+        E, A, B, al, be = (p[:, names.index(k)][:, None] for k in ("E", "A", "B", "alpha", "beta"))
+        G = (al * A / (be * B)) ** (1.0 / (al + be))
+        N = G * (C[None, :] / 6.0) ** (be / (al + be))
+        return N, C[None, :] / (6.0 * N)
+
+    point = np.array([[result.params[k].value for k in names]])
+    N0, D0 = (x[0] for x in nd(point))
+    out = {"C": C, "N": N0, "D": D0}
+    if result.samples is not None and len(result.samples) > 1:
+        Ns, Ds = nd(np.asarray(result.samples, float))
+        q = 100 * (1 - level) / 2
+        for key, s, p0 in (("N", Ns, N0), ("D", Ds, D0)):
+            lo, hi = np.nanpercentile(s, [q, 100 - q], axis=0)
+            out[f"{key}_low"], out[f"{key}_high"] = np.minimum(lo, p0), np.maximum(hi, p0)
+    else:
+        out.update(N_low=N0, N_high=N0, D_low=D0, D_high=D0)
+    return out
+
+
+def frontier_curve(result: FitResult, C, level: float | None = None) -> Intervals:
+    """Loss of the compute-optimal run at each budget C, with both intervals.
+
+    Laws in C alone are the frontier L(C) itself (Kaplan et al. 2020, eq. 1.4). For the Chinchilla
+    law it is L(N_opt(C), D_opt(C)) at the point-estimate allocation, under every bootstrap refit.
+    """
+    law = get_law(result.law)
+    C = np.atleast_1d(np.asarray(C, float))
+    if law.inputs == ("C",):
+        return predict_intervals(result, level, C=C)
+    if result.law == "chinchilla":
+        a = allocation_curve(result, C, level)
+        return predict_intervals(result, level, N=a["N"], D=a["D"])
+    raise ValueError(f"no loss-vs-compute frontier for law {result.law} ({result.formula}); "
+                     "fit the chinchilla law or a law in C")
