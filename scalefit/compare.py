@@ -1,0 +1,150 @@
+"""Do Chinchilla's three approaches agree? The compute-optimal exponents a, b from each, side by side.
+
+Hoffmann et al. 2022 (Table 2) estimate N_opt ~ C^a, D_opt ~ C^b three ways: the envelope of
+training curves (Approach 1), IsoFLOP minima (Approach 2) and the fitted parametric law (Approach 3,
+a = beta / (alpha + beta)). They reported a = 0.50, 0.49, 0.46; Besiroglu et al. 2024 showed the
+third disagreed with the others through a fitting error. Disagreement beyond the intervals is a
+sign that the law's form, the fit or the runs are off, so it is flagged, not averaged away.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm, t as student_t
+
+
+def snap_budgets(frame: pd.DataFrame, rtol: float = 0.1) -> pd.DataFrame:
+    """Group runs into FLOP budgets: C values within a factor (1 + rtol) of a group's smallest join it.
+
+    Runs read off a figure (the Chinchilla points) or logged with exact FLOP counts scatter around
+    the nominal budget; an IsoFLOP analysis needs one C per budget. Each group's C becomes the
+    geometric mean of its members; the original is kept in column C_raw. rtol = 0 groups exact ties.
+    """
+    if rtol < 0:
+        raise ValueError(f"rtol must be >= 0, got {rtol}")
+    df = frame.copy()
+    order = np.argsort(df["C"].to_numpy(float), kind="stable")
+    logc = np.log(df["C"].to_numpy(float))[order]
+    group = np.zeros(len(df), int)
+    start, g = logc[0] if len(logc) else 0.0, 0
+    for i, x in enumerate(logc):
+        if x - start > math.log1p(rtol):
+            g, start = g + 1, x
+        group[order[i]] = g
+    df["C_raw"] = df["C"]
+    df["C"] = pd.Series(np.log(df["C_raw"].to_numpy(float))).groupby(group).transform("mean").map(math.exp).to_numpy()
+    return df
+
+
+def isoflop_structure(frame: pd.DataFrame, min_sizes: int = 3, min_budgets: int = 3) -> bool:
+    """True when at least `min_budgets` values of C each have `min_sizes` or more distinct N."""
+    sizes = frame.groupby("C")["N"].nunique()
+    return int((sizes >= min_sizes).sum()) >= min_budgets
+
+
+def has_curves(frame: pd.DataFrame) -> bool:
+    """True when some run has several rows at different C (a training curve, for Approach 1)."""
+    return bool((frame.groupby("run")["C"].nunique() > 1).any())
+
+
+@dataclass(frozen=True)
+class ApproachEstimate:
+    """Compute-optimal exponents from one approach."""
+
+    approach: str  # "1 (envelope)", "2 (IsoFLOP)", "3 (parametric fit)"
+    a: float  # N_opt ~ C^a
+    a_se: float | None  # its standard error (regression or bootstrap); None when unknown
+    a_ci: tuple[float, float] | None  # interval at the comparison's level
+    b: float  # D_opt ~ C^b
+    b_se: float | None
+    b_ci: tuple[float, float] | None
+    note: str  # what went in (budgets, levels, resamples)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Exponents of every approach the data allow, and the pairs whose difference is significant."""
+
+    estimates: tuple[ApproachEstimate, ...]  # one per approach run
+    disagreements: tuple[str, ...]  # human-readable, one per disagreeing pair and exponent
+    skipped: tuple[str, ...]  # approaches not run, with the reason
+    level: float  # interval level
+
+    def __str__(self) -> str:
+        pct = f"{100 * self.level:g}% CI"
+        lines = [f"{'approach':<22}{'a':>8}  {pct:<20}{'b':>8}  {pct:<20}note"]
+        for e in self.estimates:
+            ci = lambda c: "" if c is None else f"[{c[0]:.3f}, {c[1]:.3f}]"  # noqa: E731
+            lines.append(f"{e.approach:<22}{e.a:>8.3f}  {ci(e.a_ci):<20}{e.b:>8.3f}  {ci(e.b_ci):<20}{e.note}")
+        lines += [f"skipped approach {s}" for s in self.skipped]
+        lines += [f"DISAGREE: {d}" for d in self.disagreements] or ["the approaches agree within their intervals"]
+        return "\n".join(lines)
+
+
+def _from_power(name: str, res, level: float, note: str) -> ApproachEstimate:
+    q = student_t.ppf(0.5 + level / 2, max(res.N_fit.n_points - 2, 1))
+    ci = lambda v, se: (v - q * se, v + q * se)  # noqa: E731
+    return ApproachEstimate(name, res.a, res.N_fit.exponent_se, ci(res.a, res.N_fit.exponent_se),
+                            res.b, res.D_fit.exponent_se, ci(res.b, res.D_fit.exponent_se), note)
+
+
+def compare_approaches(table, result=None, *, bootstrap_resamples: int = 100, seed: int = 0,
+                       level: float = 0.95, budget_rtol: float = 0.1, method: str = "akima") -> Comparison:
+    """Approach 3 (a Chinchilla fit; `result` or a new fit), 2 (if the runs form IsoFLOP budgets after
+    `snap_budgets(rtol=budget_rtol)`) and 1 (if runs are training curves) on one table.
+
+    Two estimates of an exponent disagree when |x_i - x_j| > z sqrt(se_i^2 + se_j^2) at `level`
+    (a two-sided test treating them as independent, which, from the same runs, they are not: the
+    flag is conservative in that it fires less often than it should).
+    """
+    from scalefit.approaches import approach2
+    from scalefit.envelope import approach1
+    from scalefit.fit import fit
+    from scalefit.table import FitTable, load_table
+
+    ft = table if isinstance(table, FitTable) else load_table(table)
+    frame = ft.frame
+    if result is None:
+        result = fit(ft, "chinchilla", bootstrap_resamples=bootstrap_resamples, seed=seed, ci_level=level)
+    if result.law != "chinchilla":
+        raise ValueError(f"Approach 3 exponents need the chinchilla law, not {result.law}")
+    est, skipped = [], []
+    if has_curves(frame):
+        try:
+            r1 = approach1(frame[["run", "N", "D", "C", "loss"]])
+            est.append(_from_power("1 (envelope)", r1, level, f"{len(r1.envelope) - r1.n_edge} FLOP levels"))
+        except ValueError as e:
+            skipped.append(f"1 (envelope): {e}")
+    else:
+        skipped.append("1 (envelope): no training curves (one row per run)")
+    snapped = snap_budgets(frame, budget_rtol)
+    if isoflop_structure(snapped):
+        try:
+            r2 = approach2(snapped[["N", "D", "C", "loss"]], method=method)
+            est.append(_from_power("2 (IsoFLOP)", r2, level,
+                                   f"{r2.N_fit.n_points} budgets, {len(r2.flagged)} flagged, {method}"))
+        except ValueError as e:
+            skipped.append(f"2 (IsoFLOP): {e}")
+    else:
+        skipped.append(f"2 (IsoFLOP): fewer than 3 budgets with >= 3 sizes (budgets within {budget_rtol:.0%})")
+    d = result.derived
+    est.append(ApproachEstimate("3 (parametric fit)", d["a"].value, d["a"].se, d["a"].ci, d["b"].value,
+                                d["b"].se, d["b"].ci,
+                                f"{result.bootstrap.get('n_resamples', 0)} bootstrap resamples"))
+    z = norm.ppf(0.5 + level / 2)
+    flags = []
+    for i in range(len(est)):
+        for j in range(i + 1, len(est)):
+            for k in ("a", "b"):
+                x, y = getattr(est[i], k), getattr(est[j], k)
+                si, sj = getattr(est[i], f"{k}_se"), getattr(est[j], f"{k}_se")
+                if si is None or sj is None:
+                    continue
+                if abs(x - y) > z * math.hypot(si, sj):
+                    flags.append(f"{k}: approach {est[i].approach} gives {x:.3f}, approach {est[j].approach} "
+                                 f"gives {y:.3f} (difference {x - y:+.3f} > {z:.2f} x combined SE {math.hypot(si, sj):.3f})")
+    return Comparison(tuple(est), tuple(flags), tuple(skipped), level)

@@ -1,0 +1,200 @@
+"""Figures of a scaling study. Every function draws on a Matplotlib `ax` it is given and returns it.
+
+Nothing here touches pyplot's global state: to save a figure without a display, build it as
+`matplotlib.figure.Figure()` (which renders with the Agg backend) or call `figure()` below. Axes use
+log scales for N, D and C; loss is in nats per token of the runs' own tokenizer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from scalefit.forecast import allocation_curve, frontier_curve, predict_intervals
+from scalefit.laws import get_law
+from scalefit.result import FitResult
+
+
+def figure(width: float = 6.0, height: float = 4.2):
+    """A (Figure, Axes) pair rendered by the Agg backend, independent of pyplot and of any display."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def _frame(data) -> pd.DataFrame:
+    return data.frame if hasattr(data, "frame") else data
+
+
+def _budget_colors(values):
+    from matplotlib import colormaps
+    from matplotlib.colors import LogNorm
+
+    norm = LogNorm(vmin=min(values), vmax=max(values) * (1 + 1e-9))
+    cmap = colormaps["viridis"]
+    return lambda v: cmap(0.9 * norm(v)), norm, cmap
+
+
+def isoflop_curves(ax, table: pd.DataFrame, optima: pd.DataFrame | None = None, method: str = "akima"):
+    """Loss against N for each FLOP budget C, with each curve's fitted minimum (Approach 2).
+
+    `table` has columns N, C, loss (one budget per distinct C); `optima` is the first result of
+    `scalefit.approaches.isoflop_optima` (computed here with `method` when None). Flagged budgets'
+    minima are drawn hollow: they are not used by the power-law fit.
+    """
+    from scalefit.approaches import isoflop_optima
+
+    df = _frame(table)
+    if optima is None:
+        optima, _ = isoflop_optima(df[["N", "D", "C", "loss"]], method)
+    color, _, _ = _budget_colors(df["C"].unique())
+    for C, g in df.groupby("C", sort=True):
+        g = g.sort_values("N")
+        ax.plot(g["N"], g["loss"], "o-", ms=3, lw=1, color=color(C), label=f"{C:.2g}")
+    ok = optima[~optima["flagged"] & optima["N_opt"].notna()]
+    bad = optima[optima["flagged"] & optima["N_opt"].notna()]
+    ax.plot(ok["N_opt"], ok["loss_opt"], "*", ms=11, color="crimson", mec="k", mew=0.5,
+            label="fitted minimum", zorder=5)
+    if len(bad):
+        ax.plot(bad["N_opt"], bad["loss_opt"], "*", ms=11, mfc="none", mec="crimson",
+                label="minimum (flagged)", zorder=5)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters N")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title("IsoFLOP curves")
+    ax.legend(title="C (FLOPs)", fontsize=6, title_fontsize=7, ncol=2, loc="upper right")
+    return ax
+
+
+def loss_vs_compute(ax, table, result: FitResult, *, extrapolate_to: float | None = None,
+                    held_out: pd.DataFrame | None = None, level: float | None = None):
+    """Runs' loss against compute, the fitted compute-optimal frontier, its extrapolation and bands.
+
+    The frontier (`scalefit.forecast.frontier_curve`) is solid over the fitted range of C and dashed
+    beyond it up to `extrapolate_to`; the dark band is the law's bootstrap interval, the light band
+    the prediction interval for one run. `held_out` rows (a backtest's) are drawn as open markers.
+    """
+    df = _frame(table)
+    c_lo, c_hi = float(df["C"].min()), float(df["C"].max())
+    top = max(c_hi, extrapolate_to or c_hi, float(held_out["C"].max()) if held_out is not None else c_hi)
+    C = np.geomspace(c_lo, top, 120)
+    iv = frontier_curve(result, C, level)
+    pct = f"{100 * iv.level:g}%"
+    ax.fill_between(C, iv.low, iv.high, color="tab:blue", alpha=0.15, lw=0, label=f"{pct} one-run interval")
+    if iv.param_low is not None:
+        ax.fill_between(C, iv.param_low, iv.param_high, color="tab:blue", alpha=0.35, lw=0,
+                        label=f"{pct} law interval")
+    inside = C <= c_hi * (1 + 1e-9)
+    ax.plot(C[inside], iv.loss[inside], "-", color="tab:blue", lw=1.8, label=f"frontier ({result.law})")
+    if (~inside).any():
+        ax.plot(C[~inside], iv.loss[~inside], "--", color="tab:blue", lw=1.8, label="extrapolation")
+    ax.scatter(df["C"], df["loss"], s=10, color="0.35", zorder=3, label="fitted runs")
+    if held_out is not None and len(held_out):
+        ax.scatter(held_out["C"], held_out["loss"], s=40, facecolors="none", edgecolors="crimson", lw=1.3,
+                   zorder=4, label="held-out runs")
+    ax.axvline(c_hi, color="0.6", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("training compute C (FLOPs)")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title("Loss against compute")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def loss_contours(ax, result: FitResult, table=None, *, C_range: tuple[float, float] | None = None,
+                  levels: int = 14):
+    """Contours of the fitted L(N, D = C/6N) over (C, N), with the compute-optimal line N_opt(C).
+
+    The Chinchilla law's surface drawn as Hoffmann et al. 2022, Fig. 4 (left) draw it: iso-loss
+    contours in the plane of compute and model size, the efficient frontier through their minima.
+    """
+    if result.law != "chinchilla":
+        raise ValueError(f"contours need the chinchilla law (a law in N and D), not {result.law}")
+    df = None if table is None else _frame(table)
+    if C_range is None:
+        if df is None:
+            raise ValueError("give table or C_range")
+        C_range = (float(df["C"].min()) / 3, float(df["C"].max()) * 30)
+    C = np.geomspace(*C_range, 160)  # [m]
+    alloc = allocation_curve(result, C)
+    n_lo = min(alloc["N"].min(), df["N"].min() if df is not None else np.inf) / 10
+    n_hi = max(alloc["N"].max(), df["N"].max() if df is not None else 0) * 10
+    N = np.geomspace(n_lo, n_hi, 150)  # [k]
+    CC, NN = np.meshgrid(C, N)  # [k, m]
+    L = get_law("chinchilla").predict(result.values(), N=NN, D=CC / (6.0 * NN))  # [k, m]
+    lv = np.quantile(L, np.linspace(0.0, 0.85, levels))  # dense where the loss varies, not in the corners
+    cs = ax.contourf(CC, NN, L, levels=np.unique(lv), cmap="magma_r", alpha=0.85, extend="max")
+    ax.contour(CC, NN, L, levels=np.unique(lv), colors="k", linewidths=0.3)
+    ax.figure.colorbar(cs, ax=ax, label="predicted loss (nats/token)")
+    ax.plot(C, alloc["N"], "-", color="deepskyblue", lw=2, label="compute-optimal N_opt(C)")
+    if df is not None:
+        ax.scatter(df["C"], df["N"], s=6, color="w", edgecolors="k", lw=0.3, label="runs", zorder=3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training compute C = 6ND (FLOPs)")
+    ax.set_ylabel("parameters N")
+    ax.set_title("Fitted loss surface")
+    ax.legend(fontsize=7, loc="upper left")
+    return ax
+
+
+def residuals(ax, table, result: FitResult, *, against: str = "C"):
+    """Log residuals log L_obs - log L_fit of every run against C (or N, D), with +-sigma lines.
+
+    sigma is the run-to-run scatter the prediction intervals use (`scalefit.forecast.residual_sigma`).
+    Structure in this plot (a trend, a curve) means the law's form misfits, not just noise.
+    """
+    df = _frame(table)
+    law = get_law(result.law)
+    if against not in df.columns:
+        raise ValueError(f"cannot plot residuals against {against!r}: table has {list(df.columns)}")
+    iv = predict_intervals(result, None, **{c: df[c].to_numpy(float) for c in law.inputs})
+    r = np.log(df["loss"].to_numpy(float)) - np.log(iv.loss)
+    colour = np.log10(df["N"].to_numpy(float)) if "N" in df.columns else None
+    sc = ax.scatter(df[against], r, c=colour, s=10, cmap="viridis")
+    if colour is not None and np.ptp(colour) > 0:
+        ax.figure.colorbar(sc, ax=ax, label="log10 N")
+    ax.axhline(0, color="k", lw=0.8)
+    for s in (-iv.sigma, iv.sigma):
+        ax.axhline(s, color="crimson", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel({"C": "training compute C (FLOPs)", "N": "parameters N", "D": "tokens D"}.get(against, against))
+    ax.set_ylabel("log residual (observed - fit)")
+    ax.set_title(f"Residuals ({result.law}); dashed: +-sigma = {iv.sigma:.3g}")
+    return ax
+
+
+def allocation(ax, result: FitResult, C_range: tuple[float, float], *, optima: pd.DataFrame | None = None,
+               level: float | None = None):
+    """Compute-optimal N_opt(C) and D_opt(C) with bootstrap bands (Chinchilla closed form).
+
+    `optima` (Approach 2 IsoFLOP minima: columns C, N_opt, D_opt, flagged) are overlaid as markers
+    so the two approaches can be compared by eye.
+    """
+    C = np.geomspace(*C_range, 100)
+    a = allocation_curve(result, C, level)
+    for key, col, name in (("N", "tab:blue", "N_opt (parameters)"), ("D", "tab:orange", "D_opt (tokens)")):
+        ax.fill_between(C, a[f"{key}_low"], a[f"{key}_high"], color=col, alpha=0.25, lw=0)
+        ax.plot(C, a[key], "-", color=col, lw=1.8, label=name)
+    if optima is not None:
+        ok = optima[~optima["flagged"] & optima["N_opt"].notna()]
+        ax.plot(ok["C"], ok["N_opt"], "o", color="tab:blue", mec="k", ms=5, label="IsoFLOP minima N")
+        ax.plot(ok["C"], ok["D_opt"], "s", color="tab:orange", mec="k", ms=5, label="IsoFLOP minima D")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training compute C = 6ND (FLOPs)")
+    ax.set_ylabel("N or D")
+    ax.set_title("Compute-optimal allocation")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def is_blank(png_path) -> bool:
+    """True when every pixel of the PNG has the same colour (nothing was drawn)."""
+    from matplotlib.image import imread
+
+    img = np.asarray(imread(str(png_path)), float)
+    return bool(img.size == 0 or np.var(img.reshape(-1, img.shape[-1]), axis=0).max() == 0)
