@@ -223,8 +223,82 @@ def _key_values(items, float_values: bool = True):
         yield key.strip(), float(value) if float_values else value.strip()
 
 
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="plan and run a family of models from a sweep file (experiments/*.toml)")
+    ssub = p.add_subparsers(dest="sweep_cmd", required=True)
+    plan = ssub.add_parser("plan", help="print every run of a sweep file, its counts and cost; warn on weak designs")
+    plan.add_argument("file", help="sweep file (TOML, see docs/sweeps.md)")
+    plan.add_argument("--no-calibrate", action="store_true",
+                      help="skip timing a few steps of the smallest and largest model (no wall-time estimate)")
+    plan.set_defaults(func=_sweep_plan)
+    run = ssub.add_parser("run", help="train every unfinished run of a sweep file (resumable)")
+    run.add_argument("file", help="sweep file (TOML, see docs/sweeps.md)")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="local: one run after another here; ray: one task per run on a Ray cluster")
+    run.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
+    run.add_argument("--out", default=None, help="run store folder (default: runs/<sweep name>)")
+    run.add_argument("--retry-diverged", action="store_true", help="train diverged runs again")
+    run.set_defaults(func=_sweep_run)
+
+
+def _sweep_plan(args) -> int:
+    from scalefit.plan import format_plan, plan_sweep
+
+    plan = plan_sweep(args.file)
+    walls = None
+    if not args.no_calibrate:
+        from scalefit.sweep import calibrate, estimate_wall
+
+        cal = calibrate(plan)
+        walls = [estimate_wall(r, cal) for r in plan.runs]
+        print(f"calibration ({', '.join(cal.models)}): {1e9 * cal.b:.3g} s per GFLOP + {1e3 * cal.a:.2g} ms "
+              f"per step, compile {cal.compile:.1f} s per run")
+    print(format_plan(plan, walls))
+    return 0
+
+
+def _sweep_run(args) -> int:
+    from scalefit.sweep import run_sweep, summarize_overhead
+
+    rep = run_sweep(args.file, args.out, executor=args.executor, ray_address=args.ray_address,
+                    retry_diverged=args.retry_diverged)
+    print(f"overhead: {summarize_overhead(rep['timings'])}")
+    print(f"sweep wall time {rep['wall']:.1f} s; run table: scalefit runs ls {rep['out']}")
+    return 0
+
+
+def _add_runs(sub) -> None:
+    p = sub.add_parser("runs", help="the run store: list runs, export the run table")
+    rsub = p.add_subparsers(dest="runs_cmd", required=True)
+    ls = rsub.add_parser("ls", help="table of runs: status, N, D, C, final losses, wall time")
+    ls.add_argument("dir", help="run store folder (e.g. runs/quickstart)")
+    ls.set_defaults(func=_runs_ls)
+    ex = rsub.add_parser("export", help="write the run table to CSV or Parquet")
+    ex.add_argument("dir", help="run store folder")
+    ex.add_argument("out", help="output file: .csv or .parquet")
+    ex.add_argument("--n-kind", default="total", choices=["total", "non-embedding", "active"],
+                    help="which parameters the N column counts")
+    ex.add_argument("--c-kind", default="exact", choices=["exact", "6ND"], help="which FLOPs the C column counts")
+    ex.set_defaults(func=_runs_export)
+
+
+def _runs_ls(args) -> int:
+    from scalefit import runs
+
+    print(runs.format_table(runs.load(args.dir)))
+    return 0
+
+
+def _runs_export(args) -> int:
+    from scalefit import runs
+
+    out = runs.export(args.dir, args.out, n_kind=args.n_kind, c_kind=args.c_kind)
+    print(f"wrote {out}")
+    return 0
+
+
 # Registration order is the order in `scalefit --help`.
-_COMMANDS = [_add_fit, _add_datasets, _add_train, _add_isoflop, _add_plan]
+_COMMANDS = [_add_fit, _add_datasets, _add_train, _add_isoflop, _add_plan, _add_sweep, _add_runs]
 
 
 def build_parser() -> argparse.ArgumentParser:
