@@ -40,6 +40,15 @@ def snap_budgets(frame: pd.DataFrame, rtol: float = 0.1) -> pd.DataFrame:
     return df
 
 
+def isoflop_method(snapped: pd.DataFrame) -> str:
+    """Which IsoFLOP minimum suits the budgets: "akima" (Porian et al. 2024) when every budget had one
+    exact C, "parabola" (Hoffmann et al. 2022) when `snap_budgets` merged nearby C values: then sizes
+    within a budget can nearly coincide, and an interpolant through noisy, nearly coincident points
+    swings wildly where a least-squares parabola averages them."""
+    merged = "C_raw" in snapped.columns and bool((snapped["C_raw"] != snapped["C"]).any())
+    return "parabola" if merged else "akima"
+
+
 def isoflop_structure(frame: pd.DataFrame, min_sizes: int = 3, min_budgets: int = 3) -> bool:
     """True when at least `min_budgets` values of C each have `min_sizes` or more distinct N."""
     sizes = frame.groupby("C")["N"].nunique()
@@ -93,9 +102,10 @@ def _from_power(name: str, res, level: float, note: str) -> ApproachEstimate:
 
 
 def compare_approaches(table, result=None, *, bootstrap_resamples: int = 100, seed: int = 0,
-                       level: float = 0.95, budget_rtol: float = 0.1, method: str = "akima") -> Comparison:
+                       level: float = 0.95, budget_rtol: float = 0.1, method: str | None = None) -> Comparison:
     """Approach 3 (a Chinchilla fit; `result` or a new fit), 2 (if the runs form IsoFLOP budgets after
-    `snap_budgets(rtol=budget_rtol)`) and 1 (if runs are training curves) on one table.
+    `snap_budgets(rtol=budget_rtol)`; minimum by `method`, default `isoflop_method`) and 1 (if runs
+    are training curves) on one table.
 
     Two estimates of an exponent disagree when |x_i - x_j| > z sqrt(se_i^2 + se_j^2) at `level`
     (a two-sided test treating them as independent, which, from the same runs, they are not: the
@@ -123,6 +133,7 @@ def compare_approaches(table, result=None, *, bootstrap_resamples: int = 100, se
         skipped.append("1 (envelope): no training curves (one row per run)")
     snapped = snap_budgets(frame, budget_rtol)
     if isoflop_structure(snapped):
+        method = method or isoflop_method(snapped)
         try:
             r2 = approach2(snapped[["N", "D", "C", "loss"]], method=method)
             est.append(_from_power("2 (IsoFLOP)", r2, level,

@@ -35,7 +35,7 @@ def _budget_colors(values):
 
     norm = LogNorm(vmin=min(values), vmax=max(values) * (1 + 1e-9))
     cmap = colormaps["viridis"]
-    return lambda v: cmap(0.9 * norm(v)), norm, cmap
+    return lambda v: cmap(norm(v)), norm, cmap
 
 
 def isoflop_curves(ax, table: pd.DataFrame, optima: pd.DataFrame | None = None, method: str = "akima"):
@@ -50,10 +50,15 @@ def isoflop_curves(ax, table: pd.DataFrame, optima: pd.DataFrame | None = None, 
     df = _frame(table)
     if optima is None:
         optima, _ = isoflop_optima(df[["N", "D", "C", "loss"]], method)
-    color, _, _ = _budget_colors(df["C"].unique())
+    color, norm, cmap = _budget_colors(df["C"].unique())
     for C, g in df.groupby("C", sort=True):
         g = g.sort_values("N")
-        ax.plot(g["N"], g["loss"], "o-", ms=3, lw=1, color=color(C), label=f"{C:.2g}")
+        # Budgets with too few sizes for a minimum are drawn faintly: they carry no estimate.
+        faint = g["N"].nunique() < 3
+        ax.plot(g["N"], g["loss"], "o-", ms=3, lw=1, color=color(C), alpha=0.25 if faint else 0.9)
+    from matplotlib.cm import ScalarMappable
+
+    ax.figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="budget C (FLOPs)")
     ok = optima[~optima["flagged"] & optima["N_opt"].notna()]
     bad = optima[optima["flagged"] & optima["N_opt"].notna()]
     ax.plot(ok["N_opt"], ok["loss_opt"], "*", ms=11, color="crimson", mec="k", mew=0.5,
@@ -65,7 +70,7 @@ def isoflop_curves(ax, table: pd.DataFrame, optima: pd.DataFrame | None = None, 
     ax.set_xlabel("parameters N")
     ax.set_ylabel("loss (nats/token)")
     ax.set_title("IsoFLOP curves")
-    ax.legend(title="C (FLOPs)", fontsize=6, title_fontsize=7, ncol=2, loc="upper right")
+    ax.legend(fontsize=7, loc="upper right")
     return ax
 
 
