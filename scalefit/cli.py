@@ -34,6 +34,9 @@ def _add_fit(sub) -> None:
     p.add_argument("--compute", type=float, action="append", default=[], metavar="C",
                    help="also print the compute-optimal N, D at C FLOPs (chinchilla law; repeatable)")
     p.add_argument("--out", default=None, help="write the fit result as JSON here")
+    p.add_argument("--approach", choices=["3", "all"], default="3",
+                   help="3: the parametric fit (default); all: also Approaches 1 and 2 where the runs "
+                        "allow, printing a, b of each with intervals and flagging disagreement")
     p.set_defaults(func=_fit)
 
 
@@ -56,6 +59,14 @@ def _fit(args) -> int:
             derived[f"L_opt@{C:.3g}"] = alloc["loss"]
         result = replace(result, derived=derived)  # so the JSON carries them too
     print(result.summary())
+    if args.approach == "all":
+        from scalefit.compare import compare_approaches
+        from scalefit.table import load_table
+
+        table = load_table(args.table, n_col=args.n_col, d_col=args.d_col, c_col=args.c_col,
+                           loss_col=args.loss_col, run_col=args.run_col, weight_col=args.weight_col,
+                           n_kind=args.n_kind, c_kind=args.c_kind)
+        print(compare_approaches(table, result, level=args.ci))
     if args.out:
         print(f"wrote {result.save(args.out)}")
     return 0
@@ -297,8 +308,63 @@ def _runs_export(args) -> int:
     return 0
 
 
+def _add_forecast(sub) -> None:
+    p = sub.add_parser("forecast", help="loss forecast with intervals from a saved fit (FIT.json)")
+    p.add_argument("fit", help="fit result JSON written by scalefit fit --out")
+    p.add_argument("--compute", type=float, metavar="C",
+                   help="budget in FLOPs: compute-optimal N, D (or with --N / --D, the other from C = 6ND)")
+    p.add_argument("--N", type=float, help="parameters")
+    p.add_argument("--D", type=float, help="training tokens")
+    p.add_argument("--level", type=float, default=None, help="interval level (default: the fit's)")
+    p.set_defaults(func=_forecast)
+
+
+def _forecast(args) -> int:
+    from scalefit.forecast import forecast
+    from scalefit.result import FitResult
+
+    print(forecast(FitResult.load(args.fit), N=args.N, D=args.D, C=args.compute, level=args.level))
+    return 0
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="fit, backtest, forecast and plot into a one-page report")
+    p.add_argument("source", help="run-store folder, CSV/Parquet file or reference dataset name")
+    p.add_argument("--out", required=True, help="folder for report.md, report.html, figures, fit.json")
+    from scalefit.laws import LAWS
+
+    p.add_argument("--law", default="chinchilla", choices=sorted(LAWS), help="law to fit")
+    p.add_argument("--bootstrap", type=int, default=200, metavar="B", help="bootstrap resamples of runs")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--holdout", type=float, default=0.15,
+                   help="backtest: fraction (< 1) or number (>= 1) of largest-compute runs held out")
+    p.add_argument("--ci", type=float, default=0.95, help="interval level")
+    p.add_argument("--n-kind", default="total", choices=["total", "non-embedding", "active"],
+                   help="which parameters N counts")
+    p.set_defaults(func=_report)
+
+
+def _report(args) -> int:
+    from scalefit.report import build_report
+
+    holdout = int(args.holdout) if args.holdout >= 1 else args.holdout
+    s = build_report(args.source, args.out, law=args.law, bootstrap=args.bootstrap, seed=args.seed,
+                     holdout=holdout, level=args.ci, n_kind=args.n_kind)
+    print(f"{s.law} on {s.n_runs} runs" + ("" if s.a is None else f": a = {s.a:.3f}, b = {s.b:.3f}"))
+    if s.backtest_mean_abs_rel_err is not None:
+        print(f"backtest |relative error|: mean {s.backtest_mean_abs_rel_err:.2%}, "
+              f"max {s.backtest_max_abs_rel_err:.2%}")
+    for C, loss, lo, hi in s.forecasts:
+        print(f"forecast at C = {C:.3g}: loss {loss:.4f} [{lo:.4f}, {hi:.4f}]")
+    for d in s.disagreements:
+        print(f"DISAGREE: {d}")
+    print(f"wrote {s.markdown}, {s.html} and {len(s.figures)} figures")
+    return 0
+
+
 # Registration order is the order in `scalefit --help`.
-_COMMANDS = [_add_fit, _add_datasets, _add_train, _add_isoflop, _add_plan, _add_sweep, _add_runs]
+_COMMANDS = [_add_fit, _add_datasets, _add_train, _add_isoflop, _add_plan, _add_sweep, _add_runs,
+             _add_forecast, _add_report]
 
 
 def build_parser() -> argparse.ArgumentParser:

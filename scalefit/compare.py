@@ -137,7 +137,7 @@ def compare_approaches(table, result=None, *, bootstrap_resamples: int = 100, se
         try:
             r2 = approach2(snapped[["N", "D", "C", "loss"]], method=method)
             est.append(_from_power("2 (IsoFLOP)", r2, level,
-                                   f"{r2.N_fit.n_points} budgets, {len(r2.flagged)} flagged, {method}"))
+                                   f"{r2.N_fit.n_points} budgets used, {len(r2.flagged)} flagged, {method}"))
         except ValueError as e:
             skipped.append(f"2 (IsoFLOP): {e}")
     else:

@@ -132,8 +132,10 @@ class Forecast:
 
     def __str__(self) -> str:
         where = ", ".join(f"{k} = {v:.4g}" for k, v in self.at.items())
-        head = (f"C = {self.compute:.4g} FLOPs, compute-optimal: {where}" if self.compute is not None
-                and "C" not in self.at else where)
+        if self.compute is None or "C" in self.at:
+            head = where
+        else:
+            head = f"C = {self.compute:.4g} FLOPs, {'compute-optimal' if self.allocation else 'C = 6ND'}: {where}"
         lines = [f"forecast ({self.law}) at {head}",
                  f"  loss {self.loss:.4f} nats/token"]
         pct = f"{100 * self.level:g}%"
