@@ -17,7 +17,7 @@ parameters, steps alternated (time per token ratio; target <= 1.5x).
 Figures are medians over timed steps; on a shared machine expect +-15% or worse (the load average is
 printed).
 
-    python3 benchmarks/bench_train.py [--steps 4] [--rounds 2] [--sizes 128:4,256:4,384:6]
+    python3 benchmarks/bench_train.py [--steps 3] [--rounds 2] [--sizes 128:4,256:4,384:6]
                                       [--threads N] [--moe-experts 8] [--bf16]
 """
 
@@ -195,7 +195,7 @@ def torch_stepper(cfg: ModelConfig, tokens: np.ndarray, n_batches: int = 8) -> C
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=4, help="timed steps per round (median over all)")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per round (median over all)")
     ap.add_argument("--sizes", default="128:4,256:4,384:6", help="d_model:n_layer pairs (presets)")
     ap.add_argument("--threads", type=int, help="torch intra-op threads (default: best of 1 and 2)")
     ap.add_argument("--moe-experts", type=int, default=8)
@@ -220,7 +220,7 @@ def main() -> None:
         from scalefit.data import load_corpus
 
         run = torch_stepper(model_cfg(d, n_layer), load_corpus().train)
-        run(), run()  # warm up
+        run()  # warm up: AdamW allocates its state on the first step
         print(json.dumps({"times": _step_times(run, args.steps)}))
         return
     from scalefit.data import load_corpus

@@ -149,7 +149,8 @@ def _read(root: Path, docs: list[Path], val_fraction: float, source: str):
             excluded["empty file"] = excluded.get("empty file", 0) + 1
             continue
         if DOC_SEPARATOR in data:
-            excluded["binary file (contains NUL bytes)"] = excluded.get("binary file (contains NUL bytes)", 0) + 1
+            reason = "binary file (contains NUL bytes)"
+            excluded[reason] = excluded.get(reason, 0) + 1
             continue
         used.append((rel, data))
         # Length-prefix both fields so (path, bytes) pairs cannot alias across boundaries.

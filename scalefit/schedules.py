@@ -46,7 +46,8 @@ def constant_schedule(peak: float, warmup: int) -> optax.Schedule:
     return lambda s: _warmup(s, peak, warmup)
 
 
-def wsd_schedule(peak: float, total_steps: int, warmup: int, cooldown: int, min_ratio: float) -> optax.Schedule:
+def wsd_schedule(peak: float, total_steps: int, warmup: int, cooldown: int,
+                 min_ratio: float) -> optax.Schedule:
     """Warmup-stable-decay with a 1-sqrt cooldown over the last ``cooldown`` steps.
 
     lr(s) = peak * (m + (1 - m) * (1 - sqrt(p))),  p = (s - (S - K) + 1) / K  for s >= S - K

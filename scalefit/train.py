@@ -275,7 +275,10 @@ def _loop(model_cfg, train_cfg, out, corpus, spec, tx, state, start, wall0, reco
                                wall0 + time.perf_counter() - t0)
                 log.write(json.dumps(last) + "\n")
                 log.flush()
-                bar.set_postfix(loss=f"{loss:.3f}", **({"eval": f"{eval_loss:.3f}"} if eval_loss is not None else {}))
+                shown = {"loss": f"{loss:.3f}"}
+                if eval_loss is not None:
+                    shown["eval"] = f"{eval_loss:.3f}"
+                bar.set_postfix(shown)
                 if on_step is not None:
                     on_step(last)
             bar.update(tps)

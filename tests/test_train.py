@@ -288,7 +288,8 @@ def test_constant_and_wsd_schedule_points():
     assert lr[-1] == pytest.approx(0.0, abs=1e-7)
     # With a floor the cooldown ends at min_lr_ratio.
     f = wsd_schedule(1.0, 100, 0, 20, 0.1)
-    assert float(f(99)) == pytest.approx(0.1) and float(f(89)) == pytest.approx(0.1 + 0.9 * (1 - math.sqrt(0.5)))
+    assert float(f(99)) == pytest.approx(0.1)
+    assert float(f(89)) == pytest.approx(0.1 + 0.9 * (1 - math.sqrt(0.5)))
     assert float(cosine_schedule(1.0, 10, 0, 0.0)(jnp.asarray(9))) == pytest.approx(0.0, abs=1e-7)
 
 
