@@ -346,3 +346,12 @@ def test_cli_train(small_corpus_dir, tmp_path, capsys):
     assert spec["train"]["schedule"] == "wsd" and spec["model"]["d_model"] == 32
     rc = cli.main(["train", "--preset", "d32-l1", "--tokens", "10", "--out", str(tmp_path / "x")])
     assert rc == 2 and "smaller than one optimizer step" in capsys.readouterr().err
+
+
+def test_damaged_metrics_line_is_an_error(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
+    with pytest.raises(ValueError, match="metrics.jsonl: line 2 is not valid JSON"):
+        read_metrics(p)
+    p.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "tok')  # cut mid-write by a kill
+    assert [r["step"] for r in read_metrics(p)] == [1, 2]
