@@ -36,7 +36,10 @@ def snap_budgets(frame: pd.DataFrame, rtol: float = 0.1) -> pd.DataFrame:
             g, start = g + 1, x
         group[order[i]] = g
     df["C_raw"] = df["C"]
-    df["C"] = pd.Series(np.log(df["C_raw"].to_numpy(float))).groupby(group).transform("mean").map(math.exp).to_numpy()
+    raw = pd.Series(df["C_raw"].to_numpy(float))
+    mean = np.exp(np.log(raw).groupby(group).transform("mean").to_numpy())
+    # A budget whose runs share one C keeps it bit for bit (exp(mean(log)) would round it).
+    df["C"] = np.where(raw.groupby(group).transform("nunique").to_numpy() == 1, raw.to_numpy(), mean)
     return df
 
 
