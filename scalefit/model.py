@@ -167,6 +167,29 @@ def _swiglu(w: dict, x: jax.Array, cfg: ModelConfig) -> jax.Array:
     return _einsum("...nf,...fd->...nd", jax.nn.silu(gate) * up, w["w_down"], cfg)  # [..., n, d]
 
 
+@jax.custom_vjp
+def _gather_rows(x: jax.Array, index: jax.Array, inverse: jax.Array) -> jax.Array:
+    """out[i] = x[index[i]] (0 where index[i] is out of range) for x [n, d], index [m] -> [m, d].
+
+    `inverse` is the inverse partial map (x row j lands in out row inverse[j], out of range when it
+    is not used), so the gradient is again a gather rather than a scatter-add, which XLA runs
+    slowly on CPU. Expert dispatch and combine are such one-to-one row moves.
+    """
+    return x.at[index].get(mode="fill", fill_value=0)
+
+
+def _gather_rows_fwd(x, index, inverse):
+    return _gather_rows(x, index, inverse), (index, inverse)
+
+
+def _gather_rows_bwd(res, ct):
+    index, inverse = res
+    return ct.at[inverse].get(mode="fill", fill_value=0), None, None
+
+
+_gather_rows.defvjp(_gather_rows_fwd, _gather_rows_bwd)
+
+
 def _dropless_block(n_assign: int, n_expert: int) -> int:
     """Rows per block in dropless dispatch: a power of two near n_assign / (8E), so the padding of
     each expert's group to whole blocks costs at most ~1/8 extra expert compute."""
@@ -208,7 +231,7 @@ def moe_mlp(layer: dict, x: jax.Array, cfg: ModelConfig) -> tuple[jax.Array, dic
         kept = pos < cap
         n_rows, block = e * cap, cap
         slot = jnp.where(kept, expert * cap + pos, n_rows)  # [k*N]; n_rows = out of range = dropped
-        experts = {n: layer[n] for n in _EXPERT_WEIGHTS}  # block b is expert b
+        experts = {name: layer[name] for name in _EXPERT_WEIGHTS}  # block b is expert b
         dropped = n_assign - jnp.sum(kept)
     else:
         block = _dropless_block(n_assign, e)
@@ -219,13 +242,16 @@ def moe_mlp(layer: dict, x: jax.Array, cfg: ModelConfig) -> tuple[jax.Array, dic
         n_rows = n_blocks * block
         block_start = jnp.arange(n_blocks) * block  # [n_blocks]
         block_expert = jnp.minimum(jnp.searchsorted(ends, block_start, side="right"), e - 1)
-        experts = {n: layer[n][block_expert] for n in _EXPERT_WEIGHTS}  # [n_blocks, ...] per block
+        experts = {name: layer[name][block_expert] for name in _EXPERT_WEIGHTS}  # [n_blocks, ...] per block
         dropped = jnp.zeros((), jnp.int32)
 
+    # source[r] = the assignment held in buffer row r (n_assign = empty row): the inverse of slot.
+    source = jnp.full((n_rows,), n_assign, jnp.int32).at[slot].set(
+        jnp.arange(n_assign, dtype=jnp.int32), mode="drop")  # [rows]
     x_rep = jnp.tile(x, (k, 1))  # [k*N, d] choice-major copies of the tokens
-    buf = jnp.zeros((n_rows, d), x.dtype).at[slot].set(x_rep, mode="drop")  # [rows, d]
+    buf = _gather_rows(x_rep, source, slot)  # [rows, d]
     y = _swiglu(experts, buf.reshape(n_rows // block, block, d), cfg)  # [blocks, block, d]
-    y = y.reshape(n_rows, d).at[slot].get(mode="fill", fill_value=0.0)  # [k*N, d]
+    y = _gather_rows(y.reshape(n_rows, d), slot, source)  # [k*N, d]; dropped -> 0
     out = jnp.einsum("kn,knd->nd", gates.T, y.reshape(k, n, d))  # [N, d] gate-weighted sum
     stats = {"aux_loss": aux_loss, "expert_load": load,
              "dropped_frac": dropped.astype(jnp.float32) / n_assign}
@@ -286,7 +312,9 @@ def loss_fn(params: dict, tokens: jax.Array, targets: jax.Array,
     logits, aux = _forward_flat(params, tokens, cfg)  # [B*T, V]
     flat_targets = targets.reshape(-1)  # [B*T]
     lse = jax.nn.logsumexp(logits, axis=-1)  # [B*T]
-    target_logit = jnp.take_along_axis(logits, flat_targets[:, None], axis=-1)[:, 0]  # [B*T]
+    # A one-hot product fuses into the reduction; take_along_axis would backpropagate by scatter.
+    onehot = jax.nn.one_hot(flat_targets, cfg.vocab_size, dtype=logits.dtype)  # [B*T, V]
+    target_logit = jnp.sum(logits * onehot, axis=-1)  # [B*T]
     ce = jnp.mean(lse - target_logit)
     loss = ce + cfg.aux_loss_coef * aux["aux_loss"] if cfg.is_moe else ce
     return loss, {**aux, "ce": ce}

@@ -68,6 +68,16 @@ def test_identical_experts_equal_dense(capacity_factor):
     assert float(jnp.min(jnp.max(aux["expert_load"], axis=1))) < 0.99  # routing really spread out
     np.testing.assert_allclose(moe_logits, dense_logits, atol=2e-5, rtol=1e-5)
 
+    # Gradients too: each dense MLP weight's gradient is the sum of its copies' gradients.
+    probe = jax.random.normal(jax.random.PRNGKey(6), dense_logits.shape)
+    g_dense = jax.grad(lambda p: jnp.sum(forward(p, tokens, CFG)[0] * probe))(dense_params)
+    g_moe = jax.grad(lambda p: jnp.sum(forward(p, tokens, moe_cfg)[0] * probe))(moe_params)
+    np.testing.assert_allclose(g_moe["embed"], g_dense["embed"], atol=1e-5, rtol=1e-4)
+    for gm, gd in zip(g_moe["layers"], g_dense["layers"]):
+        for name in ("w_gate", "w_up", "w_down"):
+            np.testing.assert_allclose(jnp.sum(gm[name], axis=0), gd[name], atol=1e-5, rtol=1e-4)
+        np.testing.assert_allclose(gm["wq"], gd["wq"], atol=1e-5, rtol=1e-4)
+
 
 def _reference_forward(params, tokens, cfg):
     """Straightforward multi-head attention with each key/value head repeated for its query group,
