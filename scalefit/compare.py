@@ -104,11 +104,13 @@ def _from_power(name: str, res, level: float, note: str) -> ApproachEstimate:
                             res.b, res.D_fit.exponent_se, ci(res.b, res.D_fit.exponent_se), note)
 
 
-def compare_approaches(table, result=None, *, bootstrap_resamples: int = 100, seed: int = 0,
-                       level: float = 0.95, budget_rtol: float = 0.1, method: str | None = None) -> Comparison:
+def compare_approaches(table, result=None, *, curves: pd.DataFrame | None = None,
+                       bootstrap_resamples: int = 100, seed: int = 0, level: float = 0.95,
+                       budget_rtol: float = 0.1, method: str | None = None) -> Comparison:
     """Approach 3 (a Chinchilla fit; `result` or a new fit), 2 (if the runs form IsoFLOP budgets after
     `snap_budgets(rtol=budget_rtol)`; minimum by `method`, default `isoflop_method`) and 1 (if runs
-    are training curves) on one table.
+    are training curves: `curves` with columns run, N, D, C, loss, or the table itself when its runs
+    have several rows) on one table.
 
     Two estimates of an exponent disagree when |x_i - x_j| > z sqrt(se_i^2 + se_j^2) at `level`
     (a two-sided test treating them as independent, which, from the same runs, they are not: the
@@ -126,9 +128,11 @@ def compare_approaches(table, result=None, *, bootstrap_resamples: int = 100, se
     if result.law != "chinchilla":
         raise ValueError(f"Approach 3 exponents need the chinchilla law, not {result.law}")
     est, skipped = [], []
-    if has_curves(frame):
+    if curves is None and has_curves(frame):
+        curves = frame
+    if curves is not None:
         try:
-            r1 = approach1(frame[["run", "N", "D", "C", "loss"]])
+            r1 = approach1(curves[["run", "N", "D", "C", "loss"]])
             est.append(_from_power("1 (envelope)", r1, level, f"{len(r1.envelope) - r1.n_edge} FLOP levels"))
         except ValueError as e:
             skipped.append(f"1 (envelope): {e}")

@@ -69,6 +69,19 @@ def read_runs(source, **table_kwargs):
     return load_table(source, **table_kwargs)
 
 
+def store_curves(folder, table) -> pd.DataFrame:
+    """Training curves of a run store for Approach 1: run, N, D (tokens so far), C (FLOPs so far, in
+    the table's convention), loss (evaluation loss; steps without an evaluation are left out)."""
+    from scalefit import runs
+
+    cv = runs.load_curves(folder)
+    per_run = table.frame.set_index("run")["N"]
+    cv = cv[cv["run_id"].isin(per_run.index) & cv["eval_loss"].notna()]
+    c_col = "flops_exact" if table.c_kind == "exact" else "flops_6N"
+    return pd.DataFrame({"run": cv["run_id"].to_numpy(), "N": per_run.loc[cv["run_id"]].to_numpy(),
+                         "D": cv["tokens"].to_numpy(), "C": cv[c_col].to_numpy(), "loss": cv["eval_loss"].to_numpy()})
+
+
 def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     return path
@@ -126,13 +139,15 @@ def can_backtest(table, law, holdout) -> str:
 
 def build_report(source, out_dir, *, law: str = "chinchilla", bootstrap: int = 200, seed: int = 0,
                  holdout: float | int = 0.15, level: float = 0.95, budget_rtol: float = 0.1,
-                 title: str | None = None, **table_kwargs) -> ReportSummary:
+                 curves: pd.DataFrame | None = None, title: str | None = None,
+                 **table_kwargs) -> ReportSummary:
     """Fit, compare approaches, backtest, forecast and plot; write report.md/.html into `out_dir`.
 
     source: DataFrame, CSV/Parquet path, reference dataset name, or run-store folder. The fit is
     Approach 3 (`scalefit.fit.fit`, `bootstrap` run-level resamples); Approach 2 runs when budgets
     (C grouped within a factor 1 + budget_rtol) hold >= 3 sizes each for >= 3 budgets, Approach 1
-    when runs have training curves; the backtest (`scalefit.forecast.backtest`, `holdout`) when
+    when training curves are given (`curves`: run, N, D, C, loss; read from a run store's logs
+    automatically); the backtest (`scalefit.forecast.backtest`, `holdout`) when
     `can_backtest` allows. Forecasts at 10x and 100x the largest C are compute-optimal for the
     Chinchilla law and on the L(C) frontier for laws in C.
     """
@@ -149,8 +164,10 @@ def build_report(source, out_dir, *, law: str = "chinchilla", bootstrap: int = 2
     fit_json = result.save(out / "fit.json")
 
     comparison, optima, iso_table = None, None, None
+    if curves is None and isinstance(source, (str, Path)) and Path(source).is_dir():
+        curves = store_curves(source, table)
     if result.law == "chinchilla":
-        comparison = compare_approaches(table, result, level=level, budget_rtol=budget_rtol)
+        comparison = compare_approaches(table, result, curves=curves, level=level, budget_rtol=budget_rtol)
     snapped = snap_budgets(frame, budget_rtol)
     if isoflop_structure(snapped):
         iso_table = snapped

@@ -140,3 +140,49 @@ def test_cli_fit_approach_all(tmp_path, capsys):
     assert cli.main(["fit", str(csv), "--bootstrap", "20", "--approach", "all"]) == 0
     text = capsys.readouterr().out
     assert "2 (IsoFLOP)" in text and "3 (parametric fit)" in text and "agree" in text
+
+
+def synthetic_curves():
+    """Training curves on the true law: 12 sizes a factor 1.5 apart, loss logged along D."""
+    rows = []
+    for i, N in enumerate(1e7 * 1.5 ** np.arange(12)):
+        for D in np.geomspace(1e8, 2e12, 60):
+            rows.append((f"n{i}", N, D, 6 * N * D, float(chinchilla_loss(TRUE, N, D))))
+    return pd.DataFrame(rows, columns=["run", "N", "D", "C", "loss"])
+
+
+def test_compare_with_training_curves_runs_approach_1():
+    from scalefit.envelope import approach1, envelope_exponent_bound
+
+    cmp = compare_approaches(isoflop_runs(), curves=synthetic_curves(), bootstrap_resamples=20)
+    print(cmp)
+    one = cmp.estimates[0]
+    assert one.approach == "1 (envelope)"
+    # The envelope can only pick trained sizes: its exponent is exact up to the ladder's bound.
+    bound = envelope_exponent_bound(approach1(synthetic_curves()), 1.5)
+    assert abs(one.a - A_TRUE) <= bound + 1e-9
+
+
+def test_report_reads_a_run_store(tmp_path):
+    """A real (tiny) run store: two runs of one shape; read_runs finds both with their conventions."""
+    import shutil
+
+    from scalefit import data
+    from scalefit.sweep import run_sweep
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ["textwrap.py", "string.py", "heapq.py", "bisect.py", "fnmatch.py", "glob.py"]:
+        shutil.copy(data.stdlib_root() / name, corpus / name)
+    f = tmp_path / "g.toml"
+    f.write_text(f'[sweep]\nname = "g"\ndesign = "grid"\ncorpus = "{corpus}"\n[model]\nseq_len = 32\n'
+                 '[train]\nbatch_size = 8\nn_evals = 3\neval_batches = 2\nlog_every = 5\ncheckpoint_every = 50\n'
+                 '[grid]\nsizes = ["d32-l1"]\ntokens = [12800, 25600]\n')
+    run_sweep(f, tmp_path / "runs", progress=False, log=lambda s: None)
+    table = read_runs(tmp_path / "runs")
+    assert len(table.frame) == 2 and table.c_kind == "exact" and table.excluded == ()
+    assert any("run store" in n for n in table.notes)
+    from scalefit.report import store_curves
+
+    cv = store_curves(tmp_path / "runs", table)
+    assert set(cv["run"]) == set(table.frame["run"]) and cv["loss"].notna().all() and len(cv) >= 4
