@@ -317,9 +317,10 @@ def identifiability_warnings(plan: SweepPlan) -> tuple[str, ...]:
     """
     runs = [r for r in plan.runs if r.role != "trunk"]
     out = []
-    ratios = {round(math.log(r.tokens / r.n_total), 1) for r in runs}
-    if len(ratios) < 2:
-        out.append("every run has the same D/N ratio: N and D effects cannot be separated")
+    ratios = [r.tokens / r.n_total for r in runs]  # N total, as the tokens-per-parameter prior
+    if max(ratios) < 2 * min(ratios):
+        out.append(f"all runs have about the same D/N ratio ({min(ratios):.3g} to {max(ratios):.3g}, less than "
+                   "2x apart): N and D effects cannot be separated")
     if len({r.preset for r in runs}) < 3:
         out.append("fewer than 3 model sizes in the whole sweep: no curvature in N can be fitted")
     groups: dict[str, list[PlannedRun]] = {}

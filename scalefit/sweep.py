@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -37,12 +36,18 @@ class Timing:
     """Where one run's wall time went (seconds); overhead = wall - train."""
 
     wall: float  # the train call, start to return (plus process start when it was the first run)
-    train: float  # steps x median step time: the part that trains
+    train: float  # steps x mean step time of the plain intervals: the part that trains
     startup: float  # process start and imports charged to this run (first run of a process/worker)
     setup_compile: float  # corpus, init and the first step and evaluation (tracing + XLA compile)
     evaluation: float  # validation passes after the first
     checkpoint: float  # checkpoint writes, metrics and summary files
     steps: int  # steps trained in this call
+
+    @property
+    def other(self) -> float:
+        """Overhead not attributed above: slower steps than the plain intervals' mean, host work."""
+        return max(0.0, self.wall - self.train - self.startup - self.setup_compile - self.evaluation
+                   - self.checkpoint)
 
     @property
     def overhead_frac(self) -> float:
@@ -52,7 +57,7 @@ class Timing:
     def line(self) -> str:
         return (f"wall {self.wall:6.1f}s  train {self.train:6.1f}s  overhead {100 * self.overhead_frac:4.1f}% "
                 f"(start {self.startup:.1f}s, setup+compile {self.setup_compile:.1f}s, eval "
-                f"{self.evaluation:.1f}s, ckpt/io {self.checkpoint:.1f}s)")
+                f"{self.evaluation:.1f}s, ckpt/io {self.checkpoint:.1f}s, other {self.other:.1f}s)")
 
 
 def _timing(marks: list[tuple[float, dict]], t_call: float, t_end: float, startup: float,
@@ -61,7 +66,7 @@ def _timing(marks: list[tuple[float, dict]], t_call: float, t_end: float, startu
 
     Intervals between consecutive records hold (steps between them) training steps, plus an
     evaluation when the later record has one, plus a checkpoint write when one fell inside; the
-    median per-step time of the plain intervals is the training speed.
+    mean per-step time of the plain intervals (no evaluation, no checkpoint) is the training speed.
     """
     per_step, prev_t, prev_s = [], None, start_step
     spans = []
@@ -71,10 +76,11 @@ def _timing(marks: list[tuple[float, dict]], t_call: float, t_end: float, startu
             ckpt = any(s % checkpoint_every == 0 for s in range(prev_s, rec["step"]))
             spans.append((t - prev_t, n, rec.get("eval_loss") is not None, ckpt))
             if rec.get("eval_loss") is None and not ckpt and n > 0:
-                per_step.append((t - prev_t) / n)
+                per_step.append((t - prev_t, n))
         prev_t, prev_s = t, rec["step"]
     steps = (marks[-1][1]["step"] - start_step) if marks else 0
-    step_t = statistics.median(per_step) if per_step else (
+    # Time-weighted mean over plain intervals: the per-step time that adds up to the training time.
+    step_t = sum(d for d, _ in per_step) / sum(n for _, n in per_step) if per_step else (
         (t_end - t_call) / max(steps, 1) if not spans else min(d / max(n, 1) for d, n, _, _ in spans))
     ev = sum(max(0.0, d - n * step_t) for d, n, e, _ in spans if e)
     ck = sum(max(0.0, d - n * step_t) for d, n, e, c in spans if c and not e)
@@ -154,7 +160,7 @@ def _compile_cache() -> None:
 
     if not jax.config.jax_compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", str(default_cache_dir() / "jax"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def _checkpoint_step(run_dir: Path) -> int:
@@ -216,7 +222,7 @@ def run_sweep(sweep: str | os.PathLike | SweepPlan, out: str | os.PathLike | Non
     elif executor == "ray":
         from scalefit.sweep_ray import run_ray
 
-        results = run_ray(plan, todo, out, ray_address, log)
+        results = run_ray(plan, todo, out, ray_address, log, progress)
     else:
         raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
     return {"out": str(out), "found": found, "trained": list(results), "timings": results,
@@ -310,7 +316,7 @@ def summarize_overhead(timings: dict) -> str:
     return (f"{len(ts)} runs: wall {wall:.1f}s, training {train:.1f}s, overhead {100 * (1 - train / wall):.1f}% "
             f"(worst run {100 * worst:.1f}%; start {sum(t.startup for t in ts):.1f}s, setup+compile "
             f"{sum(t.setup_compile for t in ts):.1f}s, eval {sum(t.evaluation for t in ts):.1f}s, ckpt/io "
-            f"{sum(t.checkpoint for t in ts):.1f}s)")
+            f"{sum(t.checkpoint for t in ts):.1f}s, other {sum(t.other for t in ts):.1f}s)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 
 from scalefit.plan import PlannedRun, SweepPlan
@@ -32,7 +33,8 @@ def _runtime_env() -> dict:
     return {"env_vars": {"PYTHONPATH": path}}
 
 
-def run_ray(plan: SweepPlan, todo: list[PlannedRun], out: Path, address: str | None, log) -> dict:
+def run_ray(plan: SweepPlan, todo: list[PlannedRun], out: Path, address: str | None, log,
+            progress: bool = True) -> dict:
     """Train ``todo`` on the Ray cluster at ``address`` (a new local instance when None)."""
     try:
         import ray
@@ -44,8 +46,11 @@ def run_ray(plan: SweepPlan, todo: list[PlannedRun], out: Path, address: str | N
 
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, runtime_env=_runtime_env(), include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        with warnings.catch_warnings():
+            # Ray forks and immediately execs its processes, which JAX's at-fork warning cannot tell.
+            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+            ray.init(address=address, runtime_env=_runtime_env(), include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
     log(f"ray: {ray.cluster_resources().get('CPU', 0):g} CPUs at {address or 'a local instance'}")
     remote = ray.remote(num_cpus=1, max_retries=0)(_task)
     out = Path(out).resolve()
@@ -53,7 +58,8 @@ def run_ray(plan: SweepPlan, todo: list[PlannedRun], out: Path, address: str | N
     by_id = plan.by_id()
     running, results = {}, {}
     total = sum(r.flops_exact * r.own_steps / r.steps for r in todo)
-    bar = tqdm(total=total, unit="FLOP", unit_scale=True, dynamic_ncols=True, desc=f"{plan.name} (ray)")
+    bar = tqdm(total=total, unit="FLOP", unit_scale=True, dynamic_ncols=True, desc=f"{plan.name} (ray)",
+               disable=not progress)
     try:
         while waiting or running:
             for rid in [rid for rid, r in waiting.items()
@@ -71,7 +77,7 @@ def run_ray(plan: SweepPlan, todo: list[PlannedRun], out: Path, address: str | N
             bar.update(r.flops_exact * r.own_steps / r.steps)
             s = res["summary"]
             ev = s.get("final_eval_loss")
-            bar.write(f"{r.label:24s} {s['status']:9s} eval {ev if ev is None else f'{ev:.4f}'}  "
+            (bar.write if progress else log)(f"{r.label:24s} {s['status']:9s} eval {ev if ev is None else f'{ev:.4f}'}  "
                       + Timing(**res["timing"]).line())
     finally:
         bar.close()
