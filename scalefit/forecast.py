@@ -142,6 +142,9 @@ class Forecast:
         if self.param_interval is not None:
             lines.append(f"  {pct} interval of the law (parameter uncertainty, {self.n_resamples} "
                          f"bootstrap refits): [{self.param_interval[0]:.4f}, {self.param_interval[1]:.4f}]")
+        else:
+            lines.append("  no bootstrap in the fit: the interval below leaves out parameter uncertainty "
+                         "(refit with bootstrap resamples)")
         lines.append(f"  {pct} prediction interval for one run (+ scatter sigma = {self.sigma:.4f} in "
                      f"log loss): [{self.interval[0]:.4f}, {self.interval[1]:.4f}]")
         for k, e in self.allocation.items():
