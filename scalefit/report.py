@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scalefit.laws import get_law
 from scalefit.result import FitResult
 
 
@@ -94,12 +95,13 @@ def _figures(table, result: FitResult, bt, out: Path, optima, iso_table, C_top: 
     frame = table.frame
     fitted = frame if bt is None else frame[~frame["run"].isin(bt.rows["run"])]
     shown = result if bt is None else bt.fit
-    fig, ax = plots.figure()
-    plots.loss_vs_compute(ax, fitted, shown, extrapolate_to=C_top, held_out=None if bt is None else bt.rows)
-    cap = ("Loss against compute: the law fitted without the held-out runs (open circles), extrapolated "
-           "(dashed) to 100x the largest budget" if bt is not None else
-           "Loss against compute: fitted frontier, extrapolated (dashed) to 100x the largest budget")
-    figs.append((_save(fig, out / "loss_vs_compute.png"), cap))
+    if result.law == "chinchilla" or get_law(result.law).inputs == ("C",):  # laws with an L(C) frontier
+        fig, ax = plots.figure()
+        plots.loss_vs_compute(ax, fitted, shown, extrapolate_to=C_top, held_out=None if bt is None else bt.rows)
+        cap = ("Loss against compute: the law fitted without the held-out runs (open circles), extrapolated "
+               "(dashed) to 100x the largest budget" if bt is not None else
+               "Loss against compute: fitted frontier, extrapolated (dashed) to 100x the largest budget")
+        figs.append((_save(fig, out / "loss_vs_compute.png"), cap))
     fig, ax = plots.figure()
     plots.residuals(ax, frame, result)
     figs.append((_save(fig, out / "residuals.png"), "Log residuals of the full fit against compute"))
@@ -121,7 +123,6 @@ def can_backtest(table, law, holdout) -> str:
     """'' when a backtest is meaningful, else why not: enough runs left to fit (>= 2x the law's
     parameters) spanning at least a decade of compute."""
     from scalefit.forecast import holdout_split
-    from scalefit.laws import get_law
 
     frame = table.frame
     try:
@@ -179,7 +180,10 @@ def build_report(source, out_dir, *, law: str = "chinchilla", bootstrap: int = 2
     if bt is not None:
         bt.rows.to_csv(out / "backtest.csv", index=False)
     C_max = float(frame["C"].max())
-    fcs = [forecast(result, C=m * C_max, level=level) for m in (10, 100)]
+    law_inputs = get_law(result.law).inputs
+    # A budget fixes the loss only for laws in C, or in N and D (compute-optimal split).
+    fcs = ([forecast(result, C=m * C_max, level=level) for m in (10, 100)]
+           if law_inputs in (("C",), ("N", "D")) else [])
     figs = _figures(table, result, bt, out, optima, iso_table, 100 * C_max)
 
     blocks = _blocks(title or f"Scaling report: {table.source}", table, result, comparison, bt, why_not, fcs,
@@ -243,11 +247,15 @@ def _blocks(title, table, result, comparison, bt, why_not, fcs, figs, out):
         where = ", ".join(f"{k} = {v:.3g}" for k, v in f.at.items())
         law_ci = "" if f.param_interval is None else f"[{f.param_interval[0]:.4f}, {f.param_interval[1]:.4f}]"
         rows.append([f"{f.compute:.3g}", where, f"{f.loss:.4f}", law_ci, f"[{f.interval[0]:.4f}, {f.interval[1]:.4f}]"])
-    b += [("h2", "Forecasts at 10x and 100x the largest budget"),
-          ("table", ["C (FLOPs)", "at", "loss", f"{pct} law interval", f"{pct} one-run interval"], rows),
-          ("p", "The law interval is the bootstrap spread of the fitted law; the one-run interval adds the "
-                "scatter of single runs about it (docs/forecasting.md). Both assume the law's form holds "
-                "that far out, which no interval can check.")]
+    if fcs:
+        b += [("h2", "Forecasts at 10x and 100x the largest budget"),
+              ("table", ["C (FLOPs)", "at", "loss", f"{pct} law interval", f"{pct} one-run interval"], rows),
+              ("p", "The law interval is the bootstrap spread of the fitted law; the one-run interval adds the "
+                    "scatter of single runs about it (docs/forecasting.md). Both assume the law's form holds "
+                    "that far out, which no interval can check.")]
+    else:
+        b += [("h2", "Forecasts"),
+              ("p", f"No forecasts at a budget: law {result.law} ({result.formula}) does not depend on compute.")]
     b.append(("h2", "Figures"))
     b += [("img", p.relative_to(out).as_posix(), cap) for p, cap in figs]
     return b

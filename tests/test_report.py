@@ -186,3 +186,11 @@ def test_report_reads_a_run_store(tmp_path):
 
     cv = store_curves(tmp_path / "runs", table)
     assert set(cv["run"]) == set(table.frame["run"]) and cv["loss"].notna().all() and len(cv) >= 4
+
+
+def test_report_for_a_law_without_compute(tmp_path):
+    # L(N) alone: no frontier, no budget forecasts, and too few runs left (5 < 2 x 3) to backtest.
+    s = build_report("cerebras", tmp_path, law="power_n", bootstrap=10, holdout=2)
+    md, _ = _check_rendered(s)
+    assert s.forecasts == () and s.backtest_mean_abs_rel_err is None
+    assert "does not depend on compute" in md and "No backtest: only 5 runs left" in md
