@@ -15,7 +15,7 @@ _DTYPES = ("float32", "bfloat16")
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """Shape of a decoder-only transformer (dense when `n_expert == 1`, mixture-of-experts otherwise).
+    """Shape of a decoder-only transformer: dense when n_expert == 1, mixture-of-experts otherwise.
 
     Recipe: RMSNorm pre-norm blocks, rotary position embeddings, causal grouped-query attention,
     SwiGLU MLP (or E SwiGLU experts with a learned top-k router), final RMSNorm, output layer.
@@ -31,7 +31,7 @@ class ModelConfig:
     tie_embeddings: bool = False  # output layer reuses the input embedding matrix (transposed)
     n_expert: int = 1  # experts per MLP layer E; 1 = dense model
     top_k: int = 1  # experts each token is routed to (MoE only)
-    capacity_factor: float | None = None  # expert capacity = ceil(cf * tokens * k / E); None = dropless
+    capacity_factor: float | None = None  # capacity = ceil(cf * tokens * k / E); None = dropless
     aux_loss_coef: float = 0.01  # weight of the Switch/GShard load-balancing loss in the total loss
     rope_base: float = 10000.0  # rotary embedding base frequency (RoFormer, Su et al. 2021)
     compute_dtype: str = "float32"  # matmul input dtype; "bfloat16" = bf16 inputs, f32 accumulation
@@ -58,7 +58,8 @@ class ModelConfig:
                 f"ModelConfig.top_k={self.top_k} cannot exceed n_expert={self.n_expert}")
         if self.capacity_factor is not None and not self.capacity_factor > 0:
             raise ValueError(
-                f"ModelConfig.capacity_factor must be > 0 or None (dropless), got {self.capacity_factor!r}")
+                "ModelConfig.capacity_factor must be > 0 or None (dropless), "
+                f"got {self.capacity_factor!r}")
         if not self.aux_loss_coef >= 0:
             raise ValueError(f"ModelConfig.aux_loss_coef must be >= 0, got {self.aux_loss_coef!r}")
         if not self.rope_base > 0:

@@ -28,7 +28,7 @@ class ParamCounts:
     total: int  # every parameter leaf: embedding + non_embedding
     embedding: int  # input embedding, plus the output layer when untied
     non_embedding: int  # Kaplan's N: attention, MLP/experts, router, norms
-    active: int  # non-embedding parameters used per token (top_k experts); == non_embedding if dense
+    active: int  # non-embedding parameters one token uses (top_k experts); non_embedding if dense
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,8 @@ def param_counts(cfg: ModelConfig) -> ParamCounts:
     """Exact parameter counts of `init_params(cfg)`.
 
     Per layer: attention d*(H + 2K)*hd + H*hd*d, two RMSNorm gains 2d, and E SwiGLU experts of
-    3*d*F each plus a router d*E when E > 1 (one MLP, no router, when dense); then a final RMSNorm d.
+    3*d*F each plus a router d*E when E > 1 (one MLP, no router, when dense); then a final
+    RMSNorm d.
     """
     d, e, n_layer = cfg.d_model, cfg.n_expert, cfg.n_layer
     router = d * e if cfg.is_moe else 0
@@ -73,7 +74,7 @@ def param_counts(cfg: ModelConfig) -> ParamCounts:
 
 def flops_per_token(cfg: ModelConfig, seq_len: int | None = None, *,
                     causal_savings: bool = False) -> FlopCounts:
-    """Training FLOPs per token (forward + backward) at context length `seq_len` (default cfg.seq_len).
+    """Training FLOPs per token (forward + backward) at context length seq_len (cfg.seq_len if None).
 
     six_n = 6 * N_active (non-embedding, Kaplan et al. 2020 eq. 2.1 without the attention term).
     exact = 3 * forward, forward = sum of all matmuls per token:
@@ -95,7 +96,8 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None, *,
     n_layer = cfg.n_layer
     proj = n_layer * 2 * _attention_params(cfg)
     attn = n_layer * 2 * 2 * context * cfg.n_head * cfg.head_dim
-    mlp = n_layer * cfg.top_k * 2 * _expert_params(cfg) if cfg.is_moe else n_layer * 2 * _expert_params(cfg)
+    experts_used = cfg.top_k if cfg.is_moe else 1
+    mlp = n_layer * experts_used * 2 * _expert_params(cfg)
     router = n_layer * 2 * cfg.d_model * cfg.n_expert if cfg.is_moe else 0
     output = 2 * cfg.d_model * cfg.vocab_size
     forward = proj + attn + mlp + router + output

@@ -8,13 +8,14 @@ GQA (Ainslie et al. 2023), SwiGLU (Shazeer 2020), Switch Transformer (Fedus et a
 
 Layout choices made for speed on CPU: activations stay 2-D [B*T, d] between attention blocks (3-D
 activations made XLA insert transpose copies), layers are an unrolled Python loop (faster than
-`lax.scan` at these sizes), causal attention skips fully masked key blocks, and with compute_dtype="bfloat16" matmul inputs are cast to bf16 with f32 accumulation while the
-master weights, norms, softmax and loss stay f32.
+`lax.scan` at these sizes), causal attention skips fully masked key blocks, expert dispatch moves
+rows by gathers only, and with compute_dtype="bfloat16" matmul inputs are cast to bf16 with f32
+accumulation while the master weights, norms, softmax and loss stay f32.
 
 Params pytree (f32):
     embed [V, d]; unembed [d, V] (absent when tied); final_norm [d];
-    layers: list of L dicts with attn_norm [d], wq [d, H * hd], wk and wv [d, K * hd], wo [H * hd, d],
-      mlp_norm [d], and dense: w_gate, w_up [d, F], w_down [F, d];
+    layers: list of L dicts with attn_norm [d], wq [d, H * hd], wk and wv [d, K * hd],
+      wo [H * hd, d], mlp_norm [d], and dense: w_gate, w_up [d, F], w_down [F, d];
       MoE: router [d, E], w_gate, w_up [E, d, F], w_down [E, F, d].
 """
 
@@ -134,7 +135,7 @@ _QUERY_CHUNK = 64  # query rows per causal block; T <= 64 runs as one block
 
 
 def _causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, cfg: ModelConfig) -> jax.Array:
-    """softmax(q k^T + causal mask) v for q [B, T, K, G, hd], k and v [B, T, K, hd] -> [B, T, K, G, hd].
+    """softmax(q k^T + causal mask) v: q [B, T, K, G, hd], k and v [B, T, K, hd] -> [B, T, K, G, hd].
 
     Queries run in blocks of _QUERY_CHUNK rows and block i only scores the keys it can see
     (positions < its end), which skips ~3/8 of the masked score matrix at T = 256 (all of it would
@@ -193,7 +194,8 @@ _gather_rows.defvjp(_gather_rows_fwd, _gather_rows_bwd)
 def _dropless_block(n_assign: int, n_expert: int) -> int:
     """Rows per block in dropless dispatch: a power of two near n_assign / (4E), so padding each
     expert's group to whole blocks costs at most ~1/4 extra expert compute. Smaller blocks waste
-    less compute but gather more copies of the expert weights; at d=128, E=8 this size was fastest."""
+    less compute but gather more copies of the expert weights; at d=128, E=8 this size was
+    fastest."""
     target = max(1, n_assign // (4 * n_expert))
     return int(min(256, max(8, 2 ** int(math.log2(target)))))
 
@@ -243,7 +245,8 @@ def moe_mlp(layer: dict, x: jax.Array, cfg: ModelConfig) -> tuple[jax.Array, dic
         n_rows = n_blocks * block
         block_start = jnp.arange(n_blocks) * block  # [n_blocks]
         block_expert = jnp.minimum(jnp.searchsorted(ends, block_start, side="right"), e - 1)
-        experts = {name: layer[name][block_expert] for name in _EXPERT_WEIGHTS}  # [n_blocks, ...] per block
+        # [n_blocks, ...]: each block's expert weights
+        experts = {name: layer[name][block_expert] for name in _EXPERT_WEIGHTS}
         dropped = jnp.zeros((), jnp.int32)
 
     # source[r] = the assignment held in buffer row r (n_assign = empty row): the inverse of slot.
