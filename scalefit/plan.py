@@ -128,8 +128,7 @@ def read_sweep_file(path: str | Path) -> dict:
     lines = _key_lines(text)
     for table, body in doc.items():
         if table not in SCHEMA or not isinstance(body, dict):
-            line = lines.get(("", table)) or lines.get(("", table), "?")
-            raise SweepFileError(f"{p}, line {line}: unknown table [{table}]; expected one of "
+            raise SweepFileError(f"{p}, line {lines.get(('', table), '?')}: unknown table [{table}]; expected one of "
                                  f"{sorted(SCHEMA)}")
         for key in body:
             if key not in SCHEMA[table]:
@@ -238,6 +237,9 @@ def _grid(doc, p, fp, corpus, ladder):
 
 def _ladder_runs(doc, p, fp, corpus, ladder):
     w = doc["wsd-ladder"]
+    if "schedule" in doc.get("train", {}):
+        raise SweepFileError(f"{p}: [train] schedule cannot be set for a wsd-ladder (trunks are constant-rate, "
+                             "branches WSD)")
     cf = float(w.get("cooldown_frac", 0.2))
     runs = []
     for n in w.get("sizes", ladder):
@@ -355,13 +357,12 @@ def format_plan(plan: SweepPlan, walls: list[float] | None = None) -> str:
         lines.append(f"{r.label:24s} {r.spec.run_id:26s} {m.d_model:4d} {m.n_layer:2d} {ek:>5s} {r.n_total:9.3g} "
                      f"{r.n_non_embedding:9.3g} {r.n_active:9.3g} {r.tokens:9.3g} {r.steps:6d} {r.flops_6n:9.3g} "
                      f"{r.flops_exact:9.3g}" + (f"  {walls[i]:5.0f}s" if walls else ""))
-    own, full = plan.total_flops(own=True), plan.total_flops(own=False)
+    own = plan.total_flops(own=True)
     lines.append(f"total: {own:.4g} FLOPs (exact) to train" + (f", about {sum(walls) / 60:.1f} min here" if walls else ""))
     if plan.design == "wsd-ladder":
         indep = sum(r.flops_exact for r in plan.runs if r.role == "branch")
         lines.append(f"ladder: {own:.4g} FLOPs vs {indep:.4g} for independent runs to the same D "
                      f"({100 * (1 - own / indep):.0f}% saved)")
-    del full
     lines += [f"note: {n}" for n in plan.notes]
     lines += [f"warning: {w}" for w in plan.warnings]
     return "\n".join(lines)

@@ -12,10 +12,8 @@ Ladder runs start from their parent's final checkpoint, copied in before their f
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,7 +235,11 @@ def _run_local(plan: SweepPlan, todo: list[PlannedRun], out: Path, progress: boo
     bar = tqdm(total=total, unit="FLOP", unit_scale=True, disable=not progress, dynamic_ncols=True,
                desc=f"{plan.name} 0/{len(todo)} runs")
     results, startup = {}, max(0.0, time.time() - _PROCESS_T0)
+    log_fn = bar.write if progress else log
     for i, r in enumerate(todo):
+        if r.parent is not None and run_status(out / r.parent) != "completed":
+            log_fn(f"{r.label:24s} skipped: its parent {r.parent} is {run_status(out / r.parent)}")
+            continue
         res = execute_run(plan, r, out, startup=startup)
         startup = 0.0  # the process start is paid once, by the first run
         t = Timing(**res["timing"])
@@ -246,7 +248,6 @@ def _run_local(plan: SweepPlan, todo: list[PlannedRun], out: Path, progress: boo
         bar.set_description(f"{plan.name} {i + 1}/{len(todo)} runs")
         s = res["summary"]
         ev = s.get("final_eval_loss")
-        log_fn = bar.write if progress else log
         log_fn(f"{by_id[r.spec.run_id].label:24s} {s['status']:9s} eval {ev if ev is None else f'{ev:.4f}'}  "
                + t.line())
     bar.close()
@@ -317,7 +318,3 @@ def summarize_overhead(timings: dict) -> str:
             f"(worst run {100 * worst:.1f}%; start {sum(t.startup for t in ts):.1f}s, setup+compile "
             f"{sum(t.setup_compile for t in ts):.1f}s, eval {sum(t.evaluation for t in ts):.1f}s, ckpt/io "
             f"{sum(t.checkpoint for t in ts):.1f}s, other {sum(t.other for t in ts):.1f}s)")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use `scalefit sweep run FILE`")

@@ -226,3 +226,16 @@ def test_wsd_ladder_branches_equal_independent_runs(tmp_path, corpus_dir):
     assert got.final_eval_loss == pytest.approx(alone["final_eval_loss"], rel=1e-5)
     assert got.final_train_loss == pytest.approx(alone["final_train_loss"], rel=1e-5)
     assert got.wall_time_own < got.wall_time
+
+
+def test_moe_design_matches_active_parameters(tmp_path, corpus_dir):
+    f = _write(tmp_path, corpus_dir, 'design = "moe"|[moe]\nsizes = ["d64-l2"]\nexperts = [1, 4, 8]\n'
+               'top_k = [1, 2]\ntokens = 51200\n', name="moe.toml", model='family = "moe"')
+    plan = plan_sweep(f)
+    assert [r.label for r in plan.runs] == ["d64-l2/dense", "d64-l2/moe4-top1", "d64-l2/moe4-top2",
+                                            "d64-l2/moe8-top1", "d64-l2/moe8-top2"]
+    dense = plan.runs[0]
+    for r in plan.runs[1:]:
+        assert r.n_active == pytest.approx(dense.n_active, rel=0.1) and r.n_total > dense.n_total
+        assert r.tokens == dense.tokens == 51200
+    assert plan.runs[3].n_non_embedding > plan.runs[1].n_non_embedding  # more experts, same active
