@@ -21,12 +21,19 @@ from pathlib import Path
 from scalefit.checkpoint import CHECKPOINT_FILE, read_json, write_json
 from scalefit.plan import PlannedRun, SweepPlan, plan_sweep
 
+def _process_start() -> float:
+    """Unix time this process started (Linux: /proc/self/stat field 22 + boot time), else now."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                     if line.startswith("btime"))
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+
+
 # When the interpreter (this process) started, for the process-start share of the overhead.
-_PROCESS_T0 = time.time()
-try:
-    _PROCESS_T0 = os.stat(f"/proc/{os.getpid()}").st_ctime
-except OSError:
-    pass
+_PROCESS_T0 = _process_start()
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,7 @@ class Timing:
         return 1.0 - self.train / self.wall if self.wall > 0 else 0.0
 
     def line(self) -> str:
+        """One printable line: wall, training, overhead share and its parts."""
         return (f"wall {self.wall:6.1f}s  train {self.train:6.1f}s  overhead {100 * self.overhead_frac:4.1f}% "
                 f"(start {self.startup:.1f}s, setup+compile {self.setup_compile:.1f}s, eval "
                 f"{self.evaluation:.1f}s, ckpt/io {self.checkpoint:.1f}s, other {self.other:.1f}s)")
