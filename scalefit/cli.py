@@ -10,6 +10,60 @@ import argparse
 import sys
 
 
+def _add_quickstart(sub) -> None:
+    p = sub.add_parser("quickstart", help="train a small IsoFLOP sweep here, fit, backtest, forecast, report",
+                       description="Run experiments/quickstart.toml on this machine (finished runs are "
+                                   "reused), fit all approaches, backtest the largest budget, forecast "
+                                   "10x and 100x it, and write the report.")
+    p.add_argument("--sweep", default=None, help="sweep file (default: experiments/quickstart.toml)")
+    p.add_argument("--runs", default=None, help="run store folder (default: runs/<sweep name>)")
+    p.add_argument("--out", default="report/quickstart", help="report folder")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the fit")
+    p.set_defaults(func=_quickstart)
+
+
+def quickstart_file() -> "Path":
+    """experiments/quickstart.toml beside the package (an editable install or a source checkout)."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "experiments" / "quickstart.toml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run from a source checkout, or pass --sweep FILE")
+    return path
+
+
+def _quickstart(args) -> int:
+    import time
+    from pathlib import Path
+
+    from scalefit.plan import plan_sweep
+    from scalefit.report import build_report
+    from scalefit.sweep import run_sweep
+
+    t0 = time.perf_counter()
+    plan = plan_sweep(args.sweep or quickstart_file())
+    store = Path(args.runs) if args.runs else Path("runs") / plan.name
+    print(f"[1/2] sweep {plan.source}: {len(plan.runs)} runs, {plan.total_flops():.3g} FLOPs -> {store}")
+    run_sweep(plan, store)
+    budgets = sorted({r.budget for r in plan.runs if r.budget is not None})
+    held = sum(r.budget == budgets[-1] for r in plan.runs) if budgets else 0.15
+    print(f"[2/2] fit, approaches, backtest on the largest budget, forecasts -> {args.out}")
+    rep = build_report(store, args.out, bootstrap=args.bootstrap, holdout=held,
+                       title=f"scalefit quickstart: {plan.name}")
+    if rep.a is not None:
+        print(f"N_opt ~ C^{rep.a:.3f}, D_opt ~ C^{rep.b:.3f} (Approach 3)")
+    for d in rep.disagreements:
+        print(f"approaches disagree: {d}")
+    if rep.backtest_mean_abs_rel_err is not None:
+        print(f"backtest, largest budget held out: mean |rel err| {rep.backtest_mean_abs_rel_err:.2%}, "
+              f"max {rep.backtest_max_abs_rel_err:.2%}")
+    for C, loss, lo, hi in rep.forecasts:
+        print(f"forecast at C={C:.3g}: loss {loss:.4f} [{lo:.4f}, {hi:.4f}] nats/token")
+    print(f"report: {rep.markdown} and {rep.html} ({len(rep.figures)} figures); "
+          f"{time.perf_counter() - t0:.0f} s in all")
+    return 0
+
+
 def _add_fit(sub) -> None:
     p = sub.add_parser("fit", help="fit a scaling law to a table of runs",
                        description="Fit a scaling law to TABLE: a CSV/Parquet file or a reference "
@@ -363,7 +417,7 @@ def _report(args) -> int:
 
 
 # Registration order is the order in `scalefit --help`.
-_COMMANDS = [_add_fit, _add_datasets, _add_train, _add_isoflop, _add_plan, _add_sweep, _add_runs,
+_COMMANDS = [_add_quickstart, _add_fit, _add_datasets, _add_train, _add_isoflop, _add_plan, _add_sweep, _add_runs,
              _add_forecast, _add_report]
 
 
