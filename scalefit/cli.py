@@ -237,10 +237,12 @@ def _isoflop(args) -> int:
 
 
 def _add_plan(sub) -> None:
-    p = sub.add_parser("plan", help="compute-optimal N and D, a model shape and its cost from law parameters")
-    p.add_argument("--param", action="append", required=True, metavar="KEY=VALUE",
+    p = sub.add_parser("plan", help="compute-optimal N and D, a model shape and its cost from a fit")
+    p.add_argument("fit", nargs="?", default=None,
+                   help="a fit result JSON (scalefit fit --out) of the chinchilla law; or give --param")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="law parameter, repeated: E, A, B, alpha, beta (+ R_D_star, R_N_star with "
-                        "--unique-tokens)")
+                        "--unique-tokens); overrides the fit's")
     p.add_argument("--compute", type=float, required=True, help="training FLOPs, C = 6ND")
     p.add_argument("--unique-tokens", type=float, help="unique tokens available (data-constrained law)")
     p.add_argument("--inference-tokens", type=float,
@@ -254,7 +256,24 @@ def _add_plan(sub) -> None:
 def _plan(args) -> int:
     from scalefit import optimal
 
-    params = dict(_key_values(args.param))
+    params = {}
+    if args.fit:
+        from scalefit.result import FitResult
+
+        result = FitResult.load(args.fit)
+        if result.law != "chinchilla":
+            raise ValueError(f"{args.fit}: plan needs a chinchilla-law fit, this one is {result.law}")
+        params = result.values()
+        print(f"from {args.fit}: {result.law} fit of {result.source} ({result.n_points} rows, "
+              f"N = {result.n_kind}); C = 6ND")
+        if result.samples is not None:
+            a = result.allocate(args.compute)
+            print(f"  compute-optimal with {100 * result.ci_level:g}% bootstrap intervals: "
+                  + "  ".join(f"{k} = {a[k].value:.4g} [{a[k].ci[0]:.3g}, {a[k].ci[1]:.3g}]"
+                              for k in ("N", "D", "loss")))
+    params.update(_key_values(args.param))
+    if not params:
+        raise ValueError("plan needs a fit result file or --param KEY=VALUE for E, A, B, alpha, beta")
     if args.unique_tokens is not None:
         from scalefit.constrained import data_constrained_optimal
 

@@ -227,6 +227,9 @@ def test_cli_fit_writes_json(tmp_path, capsys):
     assert "alpha" in text and "N_opt@1e+21" in text
     assert "N_opt@1e+21" in FitResult.load(out).derived
     assert FitResult.load(out).params["alpha"].se is not None
+    assert cli.main(["plan", str(out), "--compute", "1e21"]) == 0  # plans read the fit file
+    planned = capsys.readouterr().out
+    assert "bootstrap intervals" in planned and "closed-form: N =" in planned
     odd = tmp_path / "odd.csv"
     df.rename(columns={"loss": "xent_q"}).to_csv(odd, index=False)
     assert cli.main(["fit", str(odd)]) == 2  # no loss column found: a clear error, not a crash
