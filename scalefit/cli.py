@@ -55,8 +55,10 @@ def _quickstart(args) -> int:
     for d in rep.disagreements:
         print(f"approaches disagree: {d}")
     if rep.backtest_mean_abs_rel_err is not None:
-        print(f"backtest, largest budget held out: mean |rel err| {rep.backtest_mean_abs_rel_err:.2%}, "
-              f"max {rep.backtest_max_abs_rel_err:.2%}")
+        print(f"backtest, largest budget held out ({rep.backtest_extrapolation:.3g}x the largest fitted C): "
+              f"mean |rel err| {rep.backtest_mean_abs_rel_err:.2%}, max {rep.backtest_max_abs_rel_err:.2%}")
+    else:
+        print(f"no backtest: {rep.backtest_skipped}")
     for C, loss, lo, hi in rep.forecasts:
         print(f"forecast at C={C:.3g}: loss {loss:.4f} [{lo:.4f}, {hi:.4f}] nats/token")
     print(f"report: {rep.markdown} and {rep.html} ({len(rep.figures)} figures); "
@@ -87,6 +89,9 @@ def _add_fit(sub) -> None:
                    help="how C was counted (default: from the data)")
     p.add_argument("--compute", type=float, action="append", default=[], metavar="C",
                    help="also print the compute-optimal N, D at C FLOPs (chinchilla law; repeatable)")
+    p.add_argument("--holdout", type=float, default=0.15,
+                   help="backtest: refit without this share (< 1) or number (>= 1) of the largest-C runs "
+                        "and report the error on them; 0 turns it off")
     p.add_argument("--out", default=None, help="write the fit result as JSON here")
     p.add_argument("--approach", choices=["3", "all"], default="3",
                    help="3: the parametric fit (default); all: also Approaches 1 and 2 where the runs "
@@ -96,12 +101,14 @@ def _add_fit(sub) -> None:
 
 def _fit(args) -> int:
     from scalefit.fit import Objective, fit
+    from scalefit.table import load_table
 
-    result = fit(args.table, args.law, objective=Objective(args.delta, args.over_penalty),
-                 bootstrap_resamples=args.bootstrap, seed=args.seed, ci_level=args.ci,
-                 progress=args.bootstrap >= 200, n_col=args.n_col, d_col=args.d_col, c_col=args.c_col,
-                 loss_col=args.loss_col, run_col=args.run_col, weight_col=args.weight_col,
-                 n_kind=args.n_kind, c_kind=args.c_kind)
+    table = load_table(args.table, n_col=args.n_col, d_col=args.d_col, c_col=args.c_col,
+                       loss_col=args.loss_col, run_col=args.run_col, weight_col=args.weight_col,
+                       n_kind=args.n_kind, c_kind=args.c_kind)
+    objective = Objective(args.delta, args.over_penalty)
+    result = fit(table, args.law, objective=objective, bootstrap_resamples=args.bootstrap, seed=args.seed,
+                 ci_level=args.ci, progress=args.bootstrap >= 200)
     if args.compute:
         from dataclasses import replace
 
@@ -115,12 +122,19 @@ def _fit(args) -> int:
     print(result.summary())
     if args.approach == "all":
         from scalefit.compare import compare_approaches
-        from scalefit.table import load_table
 
-        table = load_table(args.table, n_col=args.n_col, d_col=args.d_col, c_col=args.c_col,
-                           loss_col=args.loss_col, run_col=args.run_col, weight_col=args.weight_col,
-                           n_kind=args.n_kind, c_kind=args.c_kind)
         print(compare_approaches(table, result, level=args.ci))
+    if args.holdout > 0:
+        from scalefit.forecast import backtest
+        from scalefit.report import can_backtest
+
+        why_not = can_backtest(table, args.law, args.holdout)
+        if why_not:
+            print(f"backtest skipped: {why_not}")
+        else:
+            # Fewer resamples than the main fit: the backtest's intervals only need to be indicative.
+            print(backtest(table, args.law, holdout=args.holdout, bootstrap_resamples=min(args.bootstrap, 100),
+                           seed=args.seed, level=args.ci, objective=objective))
     if args.out:
         print(f"wrote {result.save(args.out)}")
     return 0

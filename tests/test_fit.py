@@ -225,6 +225,7 @@ def test_cli_fit_writes_json(tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "alpha" in text and "N_opt@1e+21" in text
+    assert "backtest (chinchilla): held out the top 15% of runs by C" in text  # on by default
     assert "N_opt@1e+21" in FitResult.load(out).derived
     assert FitResult.load(out).params["alpha"].se is not None
     assert cli.main(["plan", str(out), "--compute", "1e21"]) == 0  # plans read the fit file
