@@ -124,6 +124,7 @@ def _fit(args) -> int:
         from scalefit.compare import compare_approaches
 
         print(compare_approaches(table, result, level=args.ci))
+        _print_kaplan_frontier(table, result)
     if args.holdout > 0:
         from scalefit.forecast import backtest
         from scalefit.report import can_backtest
@@ -138,6 +139,28 @@ def _fit(args) -> int:
     if args.out:
         print(f"wrote {result.save(args.out)}")
     return 0
+
+
+def _print_kaplan_frontier(table, result) -> None:
+    """Kaplan et al. 2020's L(C) = (C_c/C)^alpha_C (and + E) on the frontier of the table's runs."""
+    from scalefit.envelope import fit_frontier, pareto_frontier
+
+    frame = table.frame
+    idx = pareto_frontier(frame["C"], frame["loss"])
+    C, L = frame["C"].to_numpy(float)[idx], frame["loss"].to_numpy(float)[idx]
+    print(f"Kaplan L(C) frontier ({len(idx)} runs lower than every run of less compute; C {table.c_kind}):")
+    for irreducible in (False, True):
+        try:
+            f = fit_frontier(C, L, irreducible=irreducible)
+        except ValueError as e:
+            print(f"  {'with' if irreducible else 'without'} E: not fitted ({e})")
+            continue
+        print(f"  L = {f'{f.E:.4g} + ' if irreducible else ''}(C_c/C)^alpha_C: alpha_C = {f.alpha_C:.4g}, "
+              f"C_c = {f.C_c:.4g}, RMS log residual {f.rmse_log:.3g}")
+    p = result.values()
+    if {"alpha", "beta"} <= set(p):
+        print(f"  Approach 3 implies alpha_C = alpha beta / (alpha + beta) = "
+              f"{p['alpha'] * p['beta'] / (p['alpha'] + p['beta']):.4g} for the reducible loss")
 
 
 def _add_datasets(sub) -> None:

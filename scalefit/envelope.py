@@ -185,3 +185,19 @@ def envelope_frontier(result: EnvelopeResult, irreducible: bool = False) -> Fron
     """`fit_frontier` on an Approach 1 envelope (all FLOP levels, edges included: the envelope's
     loss is the best loss reached at that compute whichever size attains it)."""
     return fit_frontier(result.envelope["C"], result.envelope["loss"], irreducible)
+
+
+def pareto_frontier(C, loss) -> np.ndarray:
+    """Indices of the runs on the loss-vs-compute frontier: lower loss than every run of smaller C.
+
+    With one final point per run this is the compute-efficient frontier Kaplan et al. 2020 (Fig. 1)
+    fit L(C) to; ties in C keep the lowest loss.
+    """
+    C, L = np.asarray(C, dtype=float), np.asarray(loss, dtype=float)
+    order = np.lexsort((L, C))
+    keep, best = [], np.inf
+    for i in order:
+        if L[i] < best:
+            keep.append(i)
+            best = L[i]
+    return np.array(keep, dtype=int)

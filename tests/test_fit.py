@@ -236,3 +236,21 @@ def test_cli_fit_writes_json(tmp_path, capsys):
     assert cli.main(["fit", str(odd)]) == 2  # no loss column found: a clear error, not a crash
     err = capsys.readouterr().err
     assert "loss" in err and "odd.csv" in err
+
+
+def test_pareto_frontier_keeps_runs_better_than_all_cheaper_ones():
+    from scalefit.envelope import pareto_frontier
+
+    C = np.array([1.0, 2.0, 2.0, 3.0, 4.0, 5.0])
+    L = np.array([5.0, 4.0, 4.5, 4.2, 3.0, 3.5])
+    assert pareto_frontier(C, L).tolist() == [0, 1, 4]
+
+
+def test_cli_approach_all_reports_kaplan_frontier(capsys):
+    # Chinchilla/Epoch: Kaplan's pure power law in C on the frontier has alpha_C near Kaplan's 0.050.
+    assert cli.main(["fit", "chinchilla", "--approach", "all", "--holdout", "0"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.strip().startswith("L = (C_c/C)^alpha_C"))
+    alpha_c = float(line.split("alpha_C = ")[1].split(",")[0])
+    assert 0.04 < alpha_c < 0.07
+    assert "Approach 3 implies alpha_C" in out
