@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import json
 import math
 import os
@@ -44,7 +45,7 @@ from scalefit.checkpoint import (load_checkpoint, read_json, save_checkpoint, tr
                                  write_json)
 from scalefit.config import ModelConfig, RunSpec, TrainConfig
 from scalefit.data import Corpus, check_length, eval_batches, get_batch, load_corpus
-from scalefit.schedules import make_optimizer, make_schedule, warmup_steps
+from scalefit.schedules import lr_table, make_optimizer, warmup_steps
 
 FINISHED = ("completed", "diverged")
 
@@ -94,21 +95,42 @@ def eval_schedule(steps: int, n_evals: int) -> frozenset[int]:
 
 def init_state(model_cfg: ModelConfig, tx: optax.GradientTransformation, seed: int) -> TrainState:
     """Fresh parameters from ``seed`` and the optimizer state for them, at step 0."""
-    params = model.init_params(model_cfg, jax.random.PRNGKey(seed))
-    return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+    return _make_init(model_cfg, tx)(jax.random.PRNGKey(seed))
 
 
+# Compiled functions are cached on (model config, optimizer object); make_optimizer(cfg) returns one
+# object per set of graph hyperparameters, so every budget of a model in a process shares them.
+_COMPILED_CACHE = 64
+
+
+@functools.lru_cache(maxsize=_COMPILED_CACHE)
+def _make_init(model_cfg: ModelConfig, tx: optax.GradientTransformation) -> Callable:
+    """Jitted ``key -> TrainState`` (one program instead of a compiled op per optimizer-state leaf)."""
+
+    def init(key: jax.Array) -> TrainState:
+        params = model.init_params(model_cfg, key)
+        return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+
+    return jax.jit(init)
+
+
+@functools.lru_cache(maxsize=_COMPILED_CACHE)
 def make_train_step(model_cfg: ModelConfig, tx: optax.GradientTransformation) -> Callable:
-    """Jitted ``(state, x, y) -> (state, stats)``: one AdamW step on the objective of model.loss_fn.
+    """Jitted ``(state, x, y, lr=None) -> (state, stats)``: one AdamW step on model.loss_fn's objective.
 
-    stats: loss (objective incl. MoE aux term), ce, aux_loss, expert_load [L, E], dropped_frac and
-    grad_norm (global L2 norm before clipping), all for the batch before the update.
+    ``lr`` (float32 []) is the rate of this step, a traced argument, so one compilation serves every
+    run length and schedule; with ``lr=None`` the optimizer must carry its own schedule
+    (``make_optimizer(cfg, total_steps)``). The same (config, optimizer) pair returns the same
+    function, whose compilations are reused. stats: loss (objective incl. MoE aux term), ce,
+    aux_loss, expert_load [L, E], dropped_frac and grad_norm (global L2 norm before clipping), all
+    for the batch before the update.
     """
 
-    def step(state: TrainState, x: jax.Array, y: jax.Array):
+    def step(state: TrainState, x: jax.Array, y: jax.Array, lr: jax.Array | None = None):
         grad_fn = jax.value_and_grad(model.loss_fn, has_aux=True)
         (loss, aux), grads = grad_fn(state.params, x, y, model_cfg)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        fed = {} if lr is None else {"lr": lr}
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, **fed)
         params = optax.apply_updates(state.params, updates)
         stats = {"loss": loss, "ce": aux["ce"], "aux_loss": aux["aux_loss"],
                  "expert_load": aux["expert_load"], "dropped_frac": aux["dropped_frac"],
@@ -118,6 +140,7 @@ def make_train_step(model_cfg: ModelConfig, tx: optax.GradientTransformation) ->
     return jax.jit(step)
 
 
+@functools.lru_cache(maxsize=_COMPILED_CACHE)
 def make_eval_fn(model_cfg: ModelConfig) -> Callable:
     """Jitted ``(params, x, y) -> ce``: mean cross-entropy (nats/token) of one batch."""
     return jax.jit(lambda params, x, y: model.loss_fn(params, x, y, model_cfg)[1]["ce"])
@@ -205,7 +228,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: str | os.Path
         write_json(out / "spec.json", spec)
 
     with _run_lock(out):
-        tx = make_optimizer(train_cfg, steps)
+        tx = make_optimizer(train_cfg)  # the rate is fed per step from lr_table
         state = init_state(model_cfg, tx, train_cfg.seed)
         restored = load_checkpoint(out, state)
         start, wall0 = 0, 0.0
@@ -245,7 +268,7 @@ def _loop(model_cfg, train_cfg, out, corpus, spec, tx, state, start, wall0, reco
     steps = spec["steps"]
     tps = spec["tokens_per_step"]
     f6, fx = spec["flops_per_token"]["six_n"], spec["flops_per_token"]["exact"]
-    lrs = np.asarray(jax.vmap(make_schedule(train_cfg, steps))(jnp.arange(steps)))  # [steps]
+    lrs = lr_table(train_cfg, steps)  # float32 [steps], fed to the step: no compile per run length
     evals = eval_schedule(steps, train_cfg.n_evals)
     val = eval_batches(corpus.val, train_cfg.eval_batches, train_cfg.batch_size, model_cfg.seq_len)
     step_fn, eval_fn = make_train_step(model_cfg, tx), make_eval_fn(model_cfg)
@@ -262,7 +285,7 @@ def _loop(model_cfg, train_cfg, out, corpus, spec, tx, state, start, wall0, reco
                         seq_len=model_cfg.seq_len, seed=train_cfg.seed)
         nxt = batch(start)
         for s in range(start, steps):
-            state, stats = step_fn(state, *nxt)
+            state, stats = step_fn(state, *nxt, lrs[s])
             done = s + 1
             if done < steps:
                 nxt = batch(done)  # built on the host while the step runs (dispatch is async)
