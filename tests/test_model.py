@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from scalefit.config import PRESETS, ModelConfig, get_preset
+from scalefit import model
 from scalefit.model import forward, init_params, loss_fn, moe_mlp
 
 CFG = ModelConfig(seq_len=16, d_model=32, n_layer=2, n_head=4, n_kv_head=2, d_ff=64)
@@ -280,3 +281,20 @@ def test_jit_compiles_once_for_equal_configs_and_shapes():
     assert len(traces) == 1
     fn(params, _tokens(2, shape=(B, 8)), CFG)  # new shape: one more trace
     assert len(traces) == 2
+
+
+def test_init_compiles_once_per_config_and_matches_op_by_op():
+    cfg = dataclasses.replace(MOE, d_ff=48)  # a shape no other test initialises
+    before = model._init_params._cache_size()
+    a = init_params(cfg, jax.random.PRNGKey(0))
+    b = init_params(cfg, jax.random.PRNGKey(1))
+    assert model._init_params._cache_size() == before + 1  # the second seed reuses the program
+    again = init_params(cfg, jax.random.PRNGKey(0))
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(again)))
+    assert not np.array_equal(a["embed"], b["embed"])
+    # Compiling the init as one program keeps every value bit for bit.
+    with jax.disable_jit():
+        eager = init_params(cfg, jax.random.PRNGKey(0))
+    assert jax.tree.structure(eager) == jax.tree.structure(a)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(eager)):
+        np.testing.assert_array_equal(x, y)

@@ -10,14 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scalefit import cli, counting, data, train
+from scalefit import cli, counting, data, model, train
 from scalefit.checkpoint import read_metrics
 from scalefit.config import ModelConfig, RunSpec, TrainConfig, get_preset
-from scalefit.schedules import cosine_schedule, make_schedule, wsd_schedule
+from scalefit.schedules import cosine_schedule, lr_table, make_optimizer, make_schedule, wsd_schedule
 
 TINY = ModelConfig(seq_len=32, d_model=32, n_layer=1, n_head=2, n_kv_head=2, d_ff=64)
 TINY_MOE = TINY.with_overrides(n_expert=4, top_k=1)
@@ -291,6 +292,58 @@ def test_constant_and_wsd_schedule_points():
     assert float(f(99)) == pytest.approx(0.1)
     assert float(f(89)) == pytest.approx(0.1 + 0.9 * (1 - math.sqrt(0.5)))
     assert float(cosine_schedule(1.0, 10, 0, 0.0)(jnp.asarray(9))) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_budgets_share_one_compiled_train_step(small_corpus, tmp_path, monkeypatch):
+    # The run length only reaches the step through the fed learning rate, so a second budget (and
+    # schedule) of the same model traces nothing: model.loss_fn runs at trace time only.
+    traces = []
+    real_loss_fn = model.loss_fn
+
+    def counting_loss_fn(params, tokens, targets, cfg):
+        traces.append(tokens.shape)
+        return real_loss_fn(params, tokens, targets, cfg)
+
+    monkeypatch.setattr(model, "loss_fn", counting_loss_fn)
+    for cached in (train.make_train_step, train.make_eval_fn, train._make_init):
+        cached.cache_clear()
+    a = train.train(TINY, _cfg(steps=12), tmp_path / "a", corpus=small_corpus, progress=False)
+    assert len(traces) == 2  # the train step and the evaluation
+    b = train.train(TINY, _cfg(steps=21, schedule="wsd", warmup_steps=3), tmp_path / "b",
+                    corpus=small_corpus, progress=False)
+    assert (a["steps"], b["steps"]) == (12, 21)
+    assert len(traces) == 2
+    step = train.make_train_step(TINY, make_optimizer(_cfg(steps=99)))
+    assert step._cache_size() == 1
+    # The logged rates are still each run's own schedule.
+    lrs = [r["lr"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")]
+    np.testing.assert_array_equal(lrs, lr_table(_cfg(steps=21, schedule="wsd", warmup_steps=3), 21))
+    # A different optimizer hyperparameter is a different graph: a new step function.
+    assert train.make_train_step(TINY, make_optimizer(_cfg(beta2=0.99))) is not step
+
+
+def test_fed_rate_matches_the_optimizer_own_schedule(small_corpus):
+    # make_optimizer(cfg, steps) reads its schedule inside the step; the trainer feeds the same
+    # table value instead. Both must give the same update.
+    cfg = _cfg(steps=30, warmup_steps=5)
+    x, y = data.get_batch(small_corpus.train, 0, 8, TINY.seq_len, 0)
+    fed_tx, own_tx = make_optimizer(cfg), make_optimizer(cfg, 30)
+    fed, own = train.init_state(TINY, fed_tx, 0), train.init_state(TINY, own_tx, 0)
+    table = lr_table(cfg, 30)
+    for s in range(3):
+        fed, _ = train.make_train_step(TINY, fed_tx)(fed, x, y, table[s])
+        own, _ = train.make_train_step(TINY, own_tx)(own, x, y)
+    for a, b in zip(jax.tree.leaves(fed), jax.tree.leaves(own)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="no schedule"):
+        train.make_train_step(TINY, fed_tx)(fed, x, y)
+
+
+def test_lr_table_is_the_schedule():
+    cfg = TrainConfig(tokens=1, lr=1.0, schedule="wsd", warmup_steps=5, cooldown_frac=0.2)
+    table = lr_table(cfg, 100)
+    assert table.dtype == np.float32 and table.shape == (100,)
+    np.testing.assert_array_equal(table, np.float32(_lrs(cfg, 100)))
 
 
 _KILLABLE = """
