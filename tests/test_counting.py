@@ -46,7 +46,7 @@ def test_param_counts_equal_leaf_sizes(name):
 
 def test_presets_span_1e4_to_1e7_and_match_kaplan_approximation():
     n = {name: param_counts(cfg).non_embedding for name, cfg in PRESETS.items()}
-    assert 1e4 <= min(n.values()) < 2e4 and 5e6 < max(n.values()) <= 3e7
+    assert 3e3 <= min(n.values()) < 1e4 and 5e6 < max(n.values()) <= 3e7
     for name, cfg in PRESETS.items():
         if not cfg.is_moe and cfg.n_kv_head == cfg.n_head:
             # d_ff ~ 8d/3 makes a SwiGLU block ~12 d^2, Kaplan's N = 12 L d^2.
