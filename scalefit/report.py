@@ -34,6 +34,8 @@ class ReportSummary:
     b: float | None  # D_opt ~ C^b
     backtest_mean_abs_rel_err: float | None  # None when no backtest ran
     backtest_max_abs_rel_err: float | None
+    backtest_extrapolation: float | None  # largest held-out C / largest fitted C
+    backtest_skipped: str  # why no backtest ran ('' when one did)
     forecasts: tuple[tuple[float, float, float, float], ...]  # (C, loss, low, high) one-run intervals
     disagreements: tuple[str, ...]  # approach comparisons that disagree
 
@@ -41,8 +43,8 @@ class ReportSummary:
 def read_runs(source, **table_kwargs):
     """A `FitTable` from a DataFrame, CSV/Parquet path, dataset name, or run-store folder.
 
-    A folder is read with `scalefit.runs.load` (final loss per run); runs whose status is not
-    "completed" are excluded there with that reason, so the report counts them.
+    A folder is read with `scalefit.runs.load` (final loss per run, N of `table_kwargs["n_kind"]`);
+    runs whose status is not "completed" are excluded there with that reason, so the report counts them.
     """
     from scalefit.table import FitTable, load_table
 
@@ -51,7 +53,7 @@ def read_runs(source, **table_kwargs):
     if isinstance(source, (str, Path)) and Path(source).is_dir():
         from scalefit import runs
 
-        df = runs.load(source)
+        df = runs.load(source, n_kind=table_kwargs.get("n_kind", "total"))
         skipped = list(df.attrs.get("skipped", []))
         done = df["status"] == "completed"
         attrs = dict(df.attrs)
@@ -119,9 +121,14 @@ def _figures(table, result: FitResult, bt, out: Path, optima, iso_table, C_top: 
     return figs
 
 
+MIN_BACKTEST_SPAN = 4.0  # least C_max / C_min of the runs left to fit: two doublings of compute
+
+
 def can_backtest(table, law, holdout) -> str:
     """'' when a backtest is meaningful, else why not: enough runs left to fit (>= 2x the law's
-    parameters) spanning at least a decade of compute."""
+    parameters) spanning at least a factor MIN_BACKTEST_SPAN of compute. A factor 4-8 is far from the
+    decades of a production sweep, but the forecast of the next budget from it is still a real test of
+    the fitted exponents; the report says how far the fitted runs reach and how far the forecast goes."""
     from scalefit.forecast import holdout_split
 
     frame = table.frame
@@ -133,8 +140,10 @@ def can_backtest(table, law, holdout) -> str:
     train = frame[~held]
     if train["run"].nunique() < 2 * k:
         return f"only {train['run'].nunique()} runs left to fit a {k}-parameter law (need {2 * k})"
-    if train["C"].max() / train["C"].min() < 10:
-        return "the runs left to fit span less than a decade of compute"
+    span = train["C"].max() / train["C"].min()
+    if span < MIN_BACKTEST_SPAN:
+        return (f"the runs left to fit span only a factor {span:.3g} of compute "
+                f"(need {MIN_BACKTEST_SPAN:g})")
     return ""
 
 
@@ -198,6 +207,7 @@ def build_report(source, out_dir, *, law: str = "chinchilla", bootstrap: int = 2
         n_runs=result.n_runs, a=d["a"].value if "a" in d else None, b=d["b"].value if "b" in d else None,
         backtest_mean_abs_rel_err=None if bt is None else bt.mean_abs_rel_err,
         backtest_max_abs_rel_err=None if bt is None else bt.max_abs_rel_err,
+        backtest_extrapolation=None if bt is None else bt.extrapolation, backtest_skipped=why_not,
         forecasts=tuple((f.compute, f.loss, *f.interval) for f in fcs),
         disagreements=() if comparison is None else comparison.disagreements)
 
@@ -237,7 +247,9 @@ def _blocks(title, table, result, comparison, bt, why_not, fcs, figs, out):
     if bt is None:
         b.append(("p", f"No backtest: {why_not}."))
     else:
-        b += [("p", f"{bt.rule}: refitted on {bt.n_fit_runs} runs (C <= {bt.cutoff_C:.3g}), forecast "
+        fitted_C = table.frame.loc[~table.frame["run"].isin(bt.rows["run"]), "C"]
+        b += [("p", f"{bt.rule}: refitted on {bt.n_fit_runs} runs (C from {fitted_C.min():.3g} to "
+                    f"{bt.cutoff_C:.3g}, a factor {bt.cutoff_C / fitted_C.min():.3g} of compute), forecast "
                     f"{bt.n_held_runs} held-out runs up to {bt.extrapolation:.3g}x beyond. Relative error of the "
                     f"loss: mean |err| {bt.mean_abs_rel_err:.2%}, max |err| {bt.max_abs_rel_err:.2%}, signed mean "
                     f"{bt.mean_rel_err:+.2%} (positive: forecast too high). {bt.coverage:.0%} of held-out runs fall "
