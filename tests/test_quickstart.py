@@ -1,0 +1,67 @@
+"""`scalefit quickstart` end to end on a tiny IsoFLOP sweep: train, report, and reuse on a second call."""
+
+import json
+import shutil
+
+from scalefit import cli, data
+from scalefit.plan import plan_sweep
+
+FILES = ["json/decoder.py", "json/encoder.py", "textwrap.py", "string.py", "heapq.py", "bisect.py",
+         "fnmatch.py", "glob.py", "shlex.py", "difflib.py", "argparse.py", "calendar.py"]
+
+# 3 budgets x 3 of the smallest presets, a few hundred steps each. With the largest budget held out
+# only 6 runs remain for the 5-parameter law, so the backtest must be skipped, and say why.
+TINY = """[sweep]
+name = "tiny"
+design = "isoflop"
+corpus = "{corpus}"
+
+[model]
+ladder = ["d16-l1", "d24-l1", "d32-l1"]
+seq_len = 32
+
+[train]
+batch_size = 8
+n_evals = 2
+eval_batches = 2
+log_every = 10
+checkpoint_every = 200
+
+[isoflop]
+budgets = [5e9, 1e10, 2e10]
+sizes_per_budget = 3
+tokens_per_param = 5
+"""
+
+
+def test_quickstart_trains_reports_and_reuses_runs(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in FILES:
+        shutil.copy(data.stdlib_root() / name, corpus / name.replace("/", "_"))
+    sweep = tmp_path / "tiny.toml"
+    sweep.write_text(TINY.format(corpus=corpus))
+    plan = plan_sweep(sweep)
+    assert len(plan.runs) == 9 and not plan.warnings
+    store, out = tmp_path / "runs", tmp_path / "report"
+    argv = ["quickstart", "--sweep", str(sweep), "--runs", str(store), "--out", str(out), "--bootstrap", "20"]
+
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "[1/2] sweep" in text and "9 to train" in text
+    assert "no backtest: only 6 runs left to fit a 5-parameter law (need 10)" in text
+    for name in ("report.md", "report.html", "fit.json", "loss_vs_compute.png", "isoflop.png"):
+        assert (out / name).is_file(), name
+    md = (out / "report.md").read_text()
+    assert "No backtest: only 6 runs left" in md
+    fit = json.loads((out / "fit.json").read_text())
+    assert fit["law"] == "chinchilla" and fit["n_points"] == 9
+    for r in plan.runs:
+        assert json.loads((store / r.spec.run_id / "summary.json").read_text())["status"] == "completed"
+
+    # A second call trains nothing: every run is found completed and only the report is rebuilt.
+    stamps = {r.spec.run_id: (store / r.spec.run_id / "summary.json").stat().st_mtime_ns for r in plan.runs}
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "9 completed" in text and "0 to train" in text
+    assert stamps == {r: (store / r / "summary.json").stat().st_mtime_ns for r in stamps}
