@@ -42,15 +42,18 @@ def _quickstart(args) -> int:
 
     t0 = time.perf_counter()
     plan = plan_sweep(args.sweep or quickstart_file())
-    # The fit counts N as the design's prior does ([isoflop] n_kind), so the two agree on what N is.
-    n_kind = read_sweep_file(plan.source).get(plan.design, {}).get("n_kind", "total")
+    # The fit counts N and C as the design does ([isoflop] n_kind, flops_convention): with C = 6ND in
+    # the fit's N, the forecasts' compute-optimal split (C = 6ND) is in the runs' own convention.
+    design = read_sweep_file(plan.source).get(plan.design, {})
+    n_kind = design.get("n_kind", "total")
+    c_kind = "6ND" if design.get("flops_convention") == "6N" else "exact"
     store = Path(args.runs) if args.runs else Path("runs") / plan.name
     print(f"[1/2] sweep {plan.source}: {len(plan.runs)} runs, {plan.total_flops():.3g} FLOPs -> {store}")
     run_sweep(plan, store)
     budgets = sorted({r.budget for r in plan.runs if r.budget is not None})
     held = sum(r.budget == budgets[-1] for r in plan.runs) if budgets else 0.15
     print(f"[2/2] fit, approaches, backtest on the largest budget, forecasts -> {args.out}")
-    rep = build_report(store, args.out, bootstrap=args.bootstrap, holdout=held, n_kind=n_kind,
+    rep = build_report(store, args.out, bootstrap=args.bootstrap, holdout=held, n_kind=n_kind, c_kind=c_kind,
                        title=f"scalefit quickstart: {plan.name}")
     if rep.a is not None:
         print(f"N_opt ~ C^{rep.a:.3f}, D_opt ~ C^{rep.b:.3f} (Approach 3)")

@@ -43,8 +43,9 @@ class ReportSummary:
 def read_runs(source, **table_kwargs):
     """A `FitTable` from a DataFrame, CSV/Parquet path, dataset name, or run-store folder.
 
-    A folder is read with `scalefit.runs.load` (final loss per run, N of `table_kwargs["n_kind"]`);
-    runs whose status is not "completed" are excluded there with that reason, so the report counts them.
+    A folder is read with `scalefit.runs.load` (final loss per run; N and C as `table_kwargs` n_kind
+    and c_kind name them); runs whose status is not "completed" are excluded there with that reason,
+    so the report counts them.
     """
     from scalefit.table import FitTable, load_table
 
@@ -53,7 +54,7 @@ def read_runs(source, **table_kwargs):
     if isinstance(source, (str, Path)) and Path(source).is_dir():
         from scalefit import runs
 
-        df = runs.load(source, n_kind=table_kwargs.get("n_kind", "total"))
+        df = runs.load(source, n_kind=table_kwargs.get("n_kind", "total"), c_kind=table_kwargs.get("c_kind") or "exact")
         skipped = list(df.attrs.get("skipped", []))
         done = df["status"] == "completed"
         attrs = dict(df.attrs)
@@ -212,6 +213,20 @@ def build_report(source, out_dir, *, law: str = "chinchilla", bootstrap: int = 2
         disagreements=() if comparison is None else comparison.disagreements)
 
 
+def _six_nd_note(table) -> str:
+    """Warn when the runs' C is far from 6ND in the fit's N: the compute-optimal split behind the
+    frontier and the forecasts takes C = 6ND (Hoffmann et al. 2022), so their C then means less."""
+    f = table.frame
+    if "D" not in f or table.c_kind == "6ND":
+        return ""
+    ratio = float(np.median(f["C"] / (6 * f["N"] * f["D"])))
+    if abs(ratio - 1) <= 0.1:
+        return ""
+    return (f"Convention: these runs' C ({table.c_kind}) is {ratio:.3g}x 6ND with N = {table.n_kind} parameters "
+            f"(median run), but the frontier in the figures and these forecasts take C = 6ND; in the runs' own "
+            f"convention they stand at about {ratio:.3g}x the compute given.")
+
+
 # ---- document model: a list of blocks rendered to Markdown and to HTML ------------------------------
 
 
@@ -265,6 +280,7 @@ def _blocks(title, table, result, comparison, bt, why_not, fcs, figs, out):
               ("p", "The law interval is the bootstrap spread of the fitted law; the one-run interval adds the "
                     "scatter of single runs about it (docs/forecasting.md). Both assume the law's form holds "
                     "that far out, which no interval can check.")]
+        b += [("p", note) for note in [_six_nd_note(table)] if note]
     else:
         b += [("h2", "Forecasts"),
               ("p", f"No forecasts at a budget: law {result.law} ({result.formula}) does not depend on compute.")]

@@ -195,3 +195,13 @@ def test_report_for_a_law_without_compute(tmp_path):
     md, _ = _check_rendered(s)
     assert s.forecasts == () and s.backtest_mean_abs_rel_err is None
     assert "does not depend on compute" in md and "No backtest: only 5 runs left" in md
+
+
+def test_note_when_runs_c_is_not_6nd():
+    from scalefit.report import _six_nd_note
+
+    runs = isoflop_runs()
+    assert _six_nd_note(read_runs(runs)) == ""  # C = 6ND exactly
+    runs["C"] *= 1.8  # e.g. exact FLOPs of byte-level models against non-embedding N
+    note = _six_nd_note(read_runs(runs, c_kind="exact", n_kind="non-embedding"))
+    assert "1.8x 6ND with N = non-embedding" in note and "take C = 6ND" in note
