@@ -68,6 +68,13 @@ class Law:
             return np.exp(np.asarray(out)).reshape((len(theta),) + shape)
 
 
+def _log(x):
+    # A fitted E (or A, B) can underflow to exactly 0 in to_params; its log is -inf, which the
+    # log-sum-exp forms handle (exp(-inf) = 0), so it is a value here, not an error.
+    with np.errstate(divide="ignore"):
+        return np.log(x)
+
+
 def _product(*axes) -> np.ndarray:
     return np.array(list(itertools.product(*axes)), dtype=float)
 
@@ -90,7 +97,7 @@ def _chinchilla_to_params(theta):
 
 def _chinchilla_from_params(p):
     E, A, B, alpha, beta = p
-    return np.array([np.log(A), np.log(B), np.log(E), alpha, beta])
+    return np.array([_log(A), _log(B), _log(E), alpha, beta])
 
 
 def _chinchilla_grid(logx, logy):
@@ -137,7 +144,7 @@ def _power_to_params(theta):
 
 def _power_from_params(p):
     E, A, alpha = p
-    return np.array([np.log(A), np.log(E), alpha])
+    return np.array([_log(A), _log(E), alpha])
 
 
 def _power_grid(logx, logy):
@@ -188,7 +195,7 @@ def _kaplan_to_params(theta):
 
 
 def _kaplan_from_params(p):
-    return np.array([p[0], np.log(p[1])] + ([np.log(p[2])] if len(p) == 3 else []))
+    return np.array([p[0], _log(p[1])] + ([_log(p[2])] if len(p) == 3 else []))
 
 
 def _kaplan_grid_for(with_e: bool):
@@ -238,7 +245,7 @@ def _kaplan_nd_to_params(theta):
 
 
 def _kaplan_nd_from_params(p):
-    return np.array([p[0], p[1], np.log(p[2]), np.log(p[3])])
+    return np.array([p[0], p[1], _log(p[2]), _log(p[3])])
 
 
 def _kaplan_nd_grid(logx, logy):

@@ -254,3 +254,11 @@ def test_cli_approach_all_reports_kaplan_frontier(capsys):
     alpha_c = float(line.split("alpha_C = ")[1].split(",")[0])
     assert 0.04 < alpha_c < 0.07
     assert "Approach 3 implies alpha_C" in out
+
+
+def test_zero_irreducible_loss_predicts_without_warnings():
+    # A fitted E can underflow to 0 (e.g. Cerebras-GPT with power_c); predictions must still work.
+    law = get_law("chinchilla")
+    p = {"E": 0.0, "A": 400.0, "B": 400.0, "alpha": 0.3, "beta": 0.3}
+    expected = 400.0 / 1e9 ** 0.3 + 400.0 / 1e10 ** 0.3
+    assert law.predict(p, N=1e9, D=1e10) == pytest.approx(expected, rel=1e-12)
