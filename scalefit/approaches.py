@@ -193,16 +193,11 @@ def isoflop_optima(table: pd.DataFrame, method: str = "akima",
     return pd.DataFrame(rows), excluded
 
 
-@dataclass(frozen=True, eq=False)
-class IsoFlopResult:
-    """Approach 2 outcome: per-budget optima and the power laws fitted to the unflagged ones."""
+class AllocationExponents:
+    """The exponents a, b of N_opt ~ C^a, D_opt ~ C^b, read off `N_fit` and `D_fit` power laws."""
 
-    method: str  # "akima" or "parabola"
-    optima: pd.DataFrame  # one row per budget: C, n_points, N_min, N_max, N_opt, D_opt, loss_opt, flagged, reason
-    N_fit: PowerLaw  # N_opt = coef * C^a over unflagged budgets
-    D_fit: PowerLaw  # D_opt = coef * C^b over unflagged budgets
-    flagged: tuple[float, ...]  # budgets left out of the fits (reasons in optima.reason)
-    excluded_rows: Mapping[str, int] = field(default_factory=dict)  # input rows dropped, by reason
+    N_fit: PowerLaw
+    D_fit: PowerLaw
 
     @property
     def a(self) -> float:
@@ -213,6 +208,18 @@ class IsoFlopResult:
     def b(self) -> float:
         """Exponent of D_opt ~ C^b."""
         return self.D_fit.exponent
+
+
+@dataclass(frozen=True, eq=False)
+class IsoFlopResult(AllocationExponents):
+    """Approach 2 outcome: per-budget optima and the power laws fitted to the unflagged ones."""
+
+    method: str  # "akima" or "parabola"
+    optima: pd.DataFrame  # one row per budget: C, n_points, N_min, N_max, N_opt, D_opt, loss_opt, flagged, reason
+    N_fit: PowerLaw  # N_opt = coef * C^a over unflagged budgets
+    D_fit: PowerLaw  # D_opt = coef * C^b over unflagged budgets
+    flagged: tuple[float, ...]  # budgets left out of the fits (reasons in optima.reason)
+    excluded_rows: Mapping[str, int] = field(default_factory=dict)  # input rows dropped, by reason
 
 
 def approach2(table: pd.DataFrame, method: str = "akima", grid_per_interval: int = 25) -> IsoFlopResult:

@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-from scalefit.approaches import PowerLaw, fit_power_law, validate_table
+from scalefit.approaches import AllocationExponents, PowerLaw, fit_power_law, validate_table
 
 
 @dataclass(frozen=True, eq=False)
-class EnvelopeResult:
+class EnvelopeResult(AllocationExponents):
     """Approach 1 outcome: the envelope on a FLOP grid and the power laws fitted to it."""
 
     envelope: pd.DataFrame  # per FLOP level: C, loss, run, N, D, edge (winner is the smallest/largest N)
@@ -30,16 +30,6 @@ class EnvelopeResult:
     D_fit: PowerLaw  # D_opt = coef * C^b over non-edge FLOP levels
     n_edge: int  # FLOP levels left out of the fits because the winner is the smallest or largest N
     excluded_rows: Mapping[str, int] = field(default_factory=dict)  # input rows dropped, by reason
-
-    @property
-    def a(self) -> float:
-        """Exponent of N_opt ~ C^a."""
-        return self.N_fit.exponent
-
-    @property
-    def b(self) -> float:
-        """Exponent of D_opt ~ C^b."""
-        return self.D_fit.exponent
 
 
 def _curves_on_grid(df: pd.DataFrame, grid_logC: np.ndarray, excluded: dict):
