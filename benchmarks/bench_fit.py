@@ -17,7 +17,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import huber
 
-from scalefit.fit import Objective, bootstrap, multistart
+from scalefit.fit import bootstrap, multistart
 from scalefit.laws import CHINCHILLA
 from scalefit.table import load_table
 

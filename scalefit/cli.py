@@ -22,7 +22,7 @@ def _add_quickstart(sub) -> None:
     p.set_defaults(func=_quickstart)
 
 
-def quickstart_file() -> "Path":
+def quickstart_file():
     """experiments/quickstart.toml beside the package (an editable install or a source checkout)."""
     from pathlib import Path
 

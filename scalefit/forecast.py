@@ -211,7 +211,8 @@ def _allocate(result: FitResult, C: float) -> dict[str, Estimate]:
 
     point = opt(result.values())
     names = list(result.params)
-    draws = [opt(dict(zip(names, row))) for row in (result.samples if result.samples is not None else [])]
+    rows = result.samples if result.samples is not None else np.empty((0, len(names)))
+    draws = [opt(dict(zip(names, row))) for row in rows if np.all(np.isfinite(row))]  # failed refits out
     s = (lambda k: np.array([getattr(a, k) for a in draws])) if draws else (lambda k: None)
     return {"N_opt": Estimate.of(point.N, s("N"), result.ci_level),
             "D_opt": Estimate.of(point.D, s("D"), result.ci_level)}

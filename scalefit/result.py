@@ -82,8 +82,11 @@ class FitResult:
         return {k: e.value for k, e in self.params.items()}
 
     def _sample_dicts(self):
+        """Bootstrap draws as parameter dicts; failed refits (NaN rows) are left out."""
         names = list(self.params)
-        return [] if self.samples is None else [dict(zip(names, row)) for row in self.samples]
+        if self.samples is None:
+            return []
+        return [dict(zip(names, row)) for row in self.samples if np.all(np.isfinite(row))]
 
     def predict(self, **inputs) -> Prediction:
         """Loss at the given inputs (e.g. N=..., D=...; arrays broadcast) with a bootstrap interval.

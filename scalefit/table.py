@@ -44,7 +44,7 @@ class FitTable:
     source: str  # the path, the dataset name, or "DataFrame"
     n_kind: str  # which parameters N counts: "total" | "non-embedding" | "active"
     c_kind: str  # how C was counted: "6ND" | "exact" | "reported" | "unspecified"
-    fingerprint: str  # sha256 of the used N, D, loss, run, weight (and U / kept columns) bytes
+    fingerprint: str  # sha256 of the used N, D, C, loss, run, weight (and U / kept columns) bytes
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -322,7 +322,7 @@ def _check_6nd(num: dict, rows: list, where: str) -> None:
 def _fingerprint(frame: pd.DataFrame, extra: list[str]) -> str:
     """sha256 over the fitted numbers: float64 little-endian bytes per column, runs NUL-separated."""
     h = hashlib.sha256()
-    for col in ("N", "D", "loss", "weight", *extra):
+    for col in ("N", "D", "C", "loss", "weight", *extra):
         h.update(col.encode() + b"\x00")
         vals = frame[col]
         if pd.api.types.is_numeric_dtype(vals):

@@ -215,6 +215,11 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: str | os.Path
             old = read_json(out / "spec.json")
             for key, cfg in (("model", model_cfg), ("train", train_cfg)):
                 _check_same_config(out / "spec.json", key, old, _asdict(cfg))
+            # A finished run on another corpus is not this run: refuse rather than hand it back.
+            fp = (corpus if isinstance(corpus, Corpus) else load_corpus(corpus)).fingerprint
+            if old.get("corpus", {}).get("fingerprint") != fp:
+                raise ValueError(f"{out / 'spec.json'} holds a finished run on a different corpus "
+                                 f"(fingerprint {old.get('corpus', {}).get('fingerprint')} vs {fp})")
             return summary
     steps = total_steps(model_cfg, train_cfg)  # budget errors before the corpus is read
     if not isinstance(corpus, Corpus):

@@ -30,8 +30,7 @@ EPOCH = dict(E=1.817, A=482.0, B=2085.4, alpha=0.3478, beta=0.3658)
 
 def _porian():
     points = PORIAN / "isoflop_points.csv"
-    if not points.exists():
-        pytest.skip(f"{points} not present")
+    assert points.exists(), f"{points} missing: the reference data ships in datasets/"
     # Porian et al. name parameters n, tokens t, budget flops; their FLOP count per configuration
     # follows its param_count convention (not necessarily 6ND), which Approach 2 does not need.
     pts = pd.read_csv(points).rename(columns={"n": "N", "t": "D", "flops": "C"})
@@ -263,8 +262,7 @@ def test_frontier_from_approach1_envelope():
 
 def test_frontier_on_cerebras_gpt_predicts_held_out_models():
     path = DATASETS / "cerebras_gpt" / "cerebras_gpt_final.csv"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+    assert path.exists(), f"{path} missing: the reference data ships in datasets/"
     d = pd.read_csv(path)
     train, test = d.iloc[:5], d.iloc[5:]  # 111M-2.7B fit, 6.7B and 13B held out
     f = fit_frontier(train.flops_reported, train.pile_test_xent)

@@ -29,8 +29,8 @@ def test_chinchilla_reproduces_hoffmann_method(chinchilla_fit):
     for k, v in EPOCH_PARAMS.items():
         assert r.params[k].value == pytest.approx(v, rel=5e-3), k
     assert r.method["n_starts"] == 4500
-    assert 0 < r.method["share_at_best"] <= 1
-    assert r.derived["a"].value == pytest.approx(0.514, abs=1e-3)
+    a = EPOCH_PARAMS["beta"] / (EPOCH_PARAMS["alpha"] + EPOCH_PARAMS["beta"])
+    assert r.derived["a"].value == pytest.approx(a, rel=5e-3)
 
 
 def test_chinchilla_bootstrap_intervals_match_epoch(chinchilla_fit):
@@ -247,12 +247,13 @@ def test_pareto_frontier_keeps_runs_better_than_all_cheaper_ones():
 
 
 def test_cli_approach_all_reports_kaplan_frontier(capsys):
-    # Chinchilla/Epoch: Kaplan's pure power law in C on the frontier has alpha_C near Kaplan's 0.050.
+    # Kaplan et al. 2020 found alpha_C = 0.050 on their frontier (another corpus and tokenizer): the
+    # pure power law on the Chinchilla frontier should land near it, here within 0.02.
     assert cli.main(["fit", "chinchilla", "--approach", "all", "--holdout", "0"]) == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.strip().startswith("L = (C_c/C)^alpha_C"))
     alpha_c = float(line.split("alpha_C = ")[1].split(",")[0])
-    assert 0.04 < alpha_c < 0.07
+    assert alpha_c == pytest.approx(0.050, abs=0.02)
     assert "Approach 3 implies alpha_C" in out
 
 

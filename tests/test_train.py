@@ -149,11 +149,14 @@ def test_finished_run_is_not_retrained(unbroken, small_corpus):
     with pytest.raises(ValueError, match=r"different model config \(fields \['d_ff', 'd_model'\]\)"):
         train.train(TINY.with_overrides(d_model=64, d_ff=128), _cfg(), out, corpus=small_corpus,
                     progress=False)
+    other = data.load_corpus(data.stdlib_root() / "json", val_fraction=0.2)
+    with pytest.raises(ValueError, match="finished run on a different corpus"):
+        train.train(TINY, _cfg(), out, corpus=other, progress=False)
 
 
-def test_run_spec_round_trip_and_train_run(unbroken, small_corpus):
+def test_run_spec_round_trip_and_train_run(unbroken, small_corpus_dir):
     out, s = unbroken
-    spec = RunSpec(run_id=out.name, model=TINY, train=_cfg())
+    spec = RunSpec(run_id=out.name, model=TINY, train=_cfg(), corpus=str(small_corpus_dir))
     assert RunSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     assert train.train_run(spec, out.parent) == s  # finished: returned without training
     with pytest.raises(ValueError, match="plain folder name"):
