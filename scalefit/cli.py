@@ -42,8 +42,8 @@ def _quickstart(args) -> int:
 
     t0 = time.perf_counter()
     plan = plan_sweep(args.sweep or quickstart_file())
-    # The fit counts N and C as the design does ([isoflop] n_kind, flops_convention): with C = 6ND in
-    # the fit's N, the forecasts' compute-optimal split (C = 6ND) is in the runs' own convention.
+    # The fit counts N and C as the design does ([isoflop] n_kind, flops_convention), so its budgets
+    # and the forecasts' are the sweep's own.
     design = read_sweep_file(plan.source).get(plan.design, {})
     n_kind = design.get("n_kind", "total")
     c_kind = "6ND" if design.get("flops_convention") == "6N" else "exact"
@@ -56,7 +56,7 @@ def _quickstart(args) -> int:
     rep = build_report(store, args.out, bootstrap=args.bootstrap, holdout=held, n_kind=n_kind, c_kind=c_kind,
                        title=f"scalefit quickstart: {plan.name}")
     if rep.a is not None:
-        print(f"N_opt ~ C^{rep.a:.3f}, D_opt ~ C^{rep.b:.3f} (Approach 3)")
+        print(f"N_opt ~ C^{rep.a:.3f}, D_opt ~ C^{rep.b:.3f} (Approach 3, C {c_kind})")
     for d in rep.disagreements:
         print(f"approaches disagree: {d}")
     if rep.backtest_mean_abs_rel_err is not None:
@@ -285,7 +285,8 @@ def _add_plan(sub) -> None:
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="law parameter, repeated: E, A, B, alpha, beta (+ R_D_star, R_N_star with "
                         "--unique-tokens); overrides the fit's")
-    p.add_argument("--compute", type=float, required=True, help="training FLOPs, C = 6ND")
+    p.add_argument("--compute", type=float, required=True,
+                   help="training FLOPs, counted as the fit's runs counted theirs (6ND with --param)")
     p.add_argument("--unique-tokens", type=float, help="unique tokens available (data-constrained law)")
     p.add_argument("--inference-tokens", type=float,
                    help="tokens to be served; plans for the loss the compute-optimal model reaches")
@@ -298,16 +299,18 @@ def _add_plan(sub) -> None:
 def _plan(args) -> int:
     from scalefit import optimal
 
-    params = {}
+    from scalefit.compute import SIX_ND
+
+    params, compute, n_kind = {}, SIX_ND, "total"
     if args.fit:
         from scalefit.result import FitResult
 
         result = FitResult.load(args.fit)
         if result.law != "chinchilla":
             raise ValueError(f"{args.fit}: plan needs a chinchilla-law fit, this one is {result.law}")
-        params = result.values()
+        params, compute, n_kind = result.values(), result.compute, result.n_kind
         print(f"from {args.fit}: {result.law} fit of {result.source} ({result.n_points} rows, "
-              f"N = {result.n_kind}); C = 6ND")
+              f"N = {n_kind}); C {result.c_kind}: {compute.summary()}")
         if result.samples is not None:
             a = result.allocate(args.compute)
             print(f"  compute-optimal with {100 * result.ci_level:g}% bootstrap intervals: "
@@ -319,23 +322,24 @@ def _plan(args) -> int:
     if args.unique_tokens is not None:
         from scalefit.constrained import data_constrained_optimal
 
-        alloc = data_constrained_optimal(params, args.compute, args.unique_tokens)
+        alloc = data_constrained_optimal(params, args.compute, args.unique_tokens, compute)
     else:
-        alloc = optimal.chinchilla_optimal(params, args.compute)
+        alloc = optimal.chinchilla_optimal(params, args.compute, compute)
     allocs = [alloc]
     if args.inference_tokens is not None:
         law = lambda N, D: float(optimal.chinchilla_loss(params, N, D))  # noqa: E731
-        allocs.append(optimal.inference_aware_optimal(law, alloc.loss, args.inference_tokens))
+        allocs.append(optimal.inference_aware_optimal(law, alloc.loss, args.inference_tokens, compute=compute))
     for a in allocs:
-        shape = optimal.model_shape(a.N, vocab_size=args.vocab_size)
-        # Same serving load for every plan, so the hours compare like with like.
-        serve = 2.0 * a.N * args.inference_tokens if args.inference_tokens else 0.0
+        shape = optimal.model_shape(a.N, vocab_size=args.vocab_size, n_kind=n_kind)
+        # Same serving load for every plan (a forward pass, a third of a training token's FLOPs), so
+        # the hours compare like with like.
+        serve = float(compute.per_token(a.N)) * args.inference_tokens / 3 if args.inference_tokens else 0.0
         hours = optimal.accelerator_hours(a.C + serve, args.hardware, args.mfu)
         print(f"{a.method}: N = {a.N:.4g}, D = {a.D:.4g} tokens ({a.tokens_per_param:.1f} tokens/param), "
               f"C = {a.C:.4g} FLOPs, predicted loss {a.loss:.4f} nats/token")
         print(f"  {a.notes}")
         print(f"  shape: d_model {shape.d_model}, n_layer {shape.n_layer}, n_head {shape.n_head} "
-              f"-> N = {shape.N:.4g} (12 L d^2 + vocab d)")
+              f"-> N = {shape.N:.4g} (12 L d^2 + vocab d), {shape.N_non_embedding:.4g} non-embedding")
         print(f"  cost: {hours:.4g} {args.hardware} hours at MFU {args.mfu:g}"
               + (f" (training + serving {args.inference_tokens:.3g} tokens)" if serve else ""))
     return 0

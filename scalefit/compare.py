@@ -83,7 +83,7 @@ class Comparison:
 
     estimates: tuple[ApproachEstimate, ...]  # one per approach run
     disagreements: tuple[str, ...]  # human-readable, one per disagreeing pair and exponent
-    skipped: tuple[str, ...]  # approaches not run, with the reason
+    skipped: tuple[str, ...]  # approaches and disagreement tests not run, with the reason
     level: float  # interval level
 
     def __str__(self) -> str:
@@ -92,7 +92,7 @@ class Comparison:
         for e in self.estimates:
             ci = lambda c: "" if c is None else f"[{c[0]:.3f}, {c[1]:.3f}]"  # noqa: E731
             lines.append(f"{e.approach:<22}{e.a:>8.3f}  {ci(e.a_ci):<20}{e.b:>8.3f}  {ci(e.b_ci):<20}{e.note}")
-        lines += [f"skipped approach {s}" for s in self.skipped]
+        lines += [f"skipped {s}" for s in self.skipped]
         lines += [f"DISAGREE: {d}" for d in self.disagreements] or ["the approaches agree within their intervals"]
         return "\n".join(lines)
 
@@ -130,14 +130,24 @@ def compare_approaches(table, result=None, *, curves: pd.DataFrame | None = None
     est, skipped = [], []
     if curves is None and has_curves(frame):
         curves = frame
+    # Every approach is measured over the compute the runs were trained to: Approach 3's slopes span
+    # it, Approach 2's budgets are it, and Approach 1's envelope is taken over it too. Below the
+    # smallest run's final C every curve point is mid-schedule: a cosine run's learning rate has not
+    # decayed there, so its loss lies above what a run of that length reaches, by more for the larger
+    # models that are further from their end (Hoffmann et al. 2022, App. A, Fig. A1), and the
+    # envelope would favour small models.
+    final_C = frame.groupby("run")["C"].max()
+    c_range = (float(final_C.min()), float(final_C.max()))
     if curves is not None:
         try:
-            r1 = approach1(curves[["run", "N", "D", "C", "loss"]])
-            est.append(_from_power("1 (envelope)", r1, level, f"{len(r1.envelope) - r1.n_edge} FLOP levels"))
+            r1 = approach1(curves[["run", "N", "D", "C", "loss"]],
+                           c_range=c_range if c_range[0] < c_range[1] else None)
+            est.append(_from_power("1 (envelope)", r1, level, f"{len(r1.envelope) - r1.n_edge} FLOP levels "
+                                   f"over C {c_range[0]:.3g} to {c_range[1]:.3g}"))
         except ValueError as e:
-            skipped.append(f"1 (envelope): {e}")
+            skipped.append(f"approach 1 (envelope): {e}")
     else:
-        skipped.append("1 (envelope): no training curves (one row per run)")
+        skipped.append("approach 1 (envelope): no training curves (one row per run)")
     snapped = snap_budgets(frame, budget_rtol)
     if isoflop_structure(snapped):
         method = method or isoflop_method(snapped)
@@ -146,13 +156,18 @@ def compare_approaches(table, result=None, *, curves: pd.DataFrame | None = None
             est.append(_from_power("2 (IsoFLOP)", r2, level,
                                    f"{r2.N_fit.n_points} budgets used, {len(r2.flagged)} flagged, {method}"))
         except ValueError as e:
-            skipped.append(f"2 (IsoFLOP): {e}")
+            skipped.append(f"approach 2 (IsoFLOP): {e}")
     else:
-        skipped.append(f"2 (IsoFLOP): fewer than 3 budgets with >= 3 sizes (budgets within {budget_rtol:.0%})")
-    d = result.derived
+        skipped.append(f"approach 2 (IsoFLOP): fewer than 3 budgets with >= 3 sizes (budgets within {budget_rtol:.0%})")
+    note = f"{result.bootstrap.get('n_resamples', 0)} bootstrap resamples"
+    if result.compute.is_6nd or not c_range[0] < c_range[1]:
+        d = result.derived
+    else:
+        # Approaches 1 and 2 see C as the runs counted it; so must 3, or a and b are not comparable.
+        d = result.exponents(c_range)
+        note += f"; slopes over the runs' C range under {result.compute.describe()}"
     est.append(ApproachEstimate("3 (parametric fit)", d["a"].value, d["a"].se, d["a"].ci, d["b"].value,
-                                d["b"].se, d["b"].ci,
-                                f"{result.bootstrap.get('n_resamples', 0)} bootstrap resamples"))
+                                d["b"].se, d["b"].ci, note))
     z = norm.ppf(0.5 + level / 2)
     flags = []
     for i in range(len(est)):
@@ -161,6 +176,9 @@ def compare_approaches(table, result=None, *, curves: pd.DataFrame | None = None
                 x, y = getattr(est[i], k), getattr(est[j], k)
                 si, sj = getattr(est[i], f"{k}_se"), getattr(est[j], f"{k}_se")
                 if si is None or sj is None:
+                    missing = est[i].approach if si is None else est[j].approach
+                    skipped.append(f"test of {k} between {est[i].approach} and {est[j].approach}: approach "
+                                   f"{missing} has no standard error (fit with bootstrap resamples)")
                     continue
                 if abs(x - y) > z * math.hypot(si, sj):
                     flags.append(f"{k}: approach {est[i].approach} gives {x:.3f}, approach {est[j].approach} "

@@ -21,6 +21,7 @@ from typing import Mapping
 
 import numpy as np
 
+from scalefit.compute import SIX_ND, ComputeModel
 from scalefit.optimal import Allocation, _positive, _require, optimal_allocation
 
 CONSTRAINED_KEYS = ("E", "A", "B", "alpha", "beta", "R_D_star", "R_N_star")
@@ -73,9 +74,9 @@ def data_constrained_loss(params: Mapping[str, float], N, D, U):
 
 
 def data_constrained_optimal(
-    params: Mapping[str, float], C: float, unique_tokens: float, flops_per_param_token: float = 6.0
+    params: Mapping[str, float], C: float, unique_tokens: float, compute: ComputeModel = SIX_ND
 ) -> Allocation:
-    """Compute-optimal (N, D) under C = 6 N D when only `unique_tokens` distinct tokens exist.
+    """Compute-optimal (N, D) under C = 6 N D (or `compute`) when only `unique_tokens` distinct tokens exist.
 
     No closed form (the authors use a grid search); we minimise L(N, C/(6N), U) over log N
     numerically. Published check (Muennighoff et al. 2023, C = 1e22, U = 25e9): N = 7.02e9,
@@ -84,7 +85,7 @@ def data_constrained_optimal(
     p = _require(params, CONSTRAINED_KEYS)
     U = _positive("unique_tokens", unique_tokens)
     alloc = optimal_allocation(
-        lambda N, D: float(data_constrained_loss(p, N, D, U)), C, flops_per_param_token,
+        lambda N, D: float(data_constrained_loss(p, N, D, U)), C, compute,
         method="data-constrained",
     )
     epochs = alloc.D / U

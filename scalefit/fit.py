@@ -20,7 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scalefit.compute import fit_compute_model
 from scalefit.laws import Law, get_law
+
+# RMS log misfit of C = D F(N) over the rows above which the fit warns (`scalefit.compute`).
+COMPUTE_RMS_WARN = 0.05
 
 
 @dataclass(frozen=True)
@@ -294,6 +298,10 @@ def fit(data, law="chinchilla", *, objective: Objective = Objective(), bootstrap
         pd_ = law.derived(point)
         sd = None if samples is None else law.derived(samples)
         derived = {k: Estimate.of(float(v), None if sd is None else sd[k], ci_level) for k, v in pd_.items()}
+    compute = fit_compute_model(frame["N"], frame["D"], frame["C"])
+    if compute.rms_log > COMPUTE_RMS_WARN:
+        warnings.append(f"the rows' C is {compute.describe()} only to {compute.rms_log:.1%} (RMS): budgets "
+                        f"given to allocations and forecasts are converted with that error")
     inputs = {c: frame[c].to_numpy(float) for c in law.inputs}
     r = np.log(law.predict(dict(zip(law.param_names, point)), **inputs)) - logy  # [n]
 
@@ -310,7 +318,8 @@ def fit(data, law="chinchilla", *, objective: Objective = Objective(), bootstrap
                      warnings=tuple(warnings), notes=tuple(table.notes), method=method,
                      bootstrap=boot, seed=seed, source=table.source, fingerprint=table.fingerprint,
                      n_kind=table.n_kind, c_kind=table.c_kind,
-                     versions={"scalefit": __version__, "jax": jax.__version__}, samples=samples)
+                     versions={"scalefit": __version__, "jax": jax.__version__}, samples=samples,
+                     compute=compute)
 
 
 def _check_identifiable(law: Law, frame, source: str) -> None:

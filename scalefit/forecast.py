@@ -129,13 +129,16 @@ class Forecast:
     n_resamples: int  # bootstrap refits behind `param_interval` (0: none)
     n_kind: str  # which N the law counts
     c_kind: str  # how C was counted in the fitted data
+    c_convention: str = "C = 6 N D"  # how a budget C was turned into N and D (the fit's ComputeModel)
+    notes: tuple[str, ...] = ()  # caveats: e.g. N beyond the sizes the compute model was fitted on
 
     def __str__(self) -> str:
         where = ", ".join(f"{k} = {v:.4g}" for k, v in self.at.items())
         if self.compute is None or "C" in self.at:
             head = where
         else:
-            head = f"C = {self.compute:.4g} FLOPs, {'compute-optimal' if self.allocation else 'C = 6ND'}: {where}"
+            how = "compute-optimal" if self.allocation else "the other from the budget"
+            head = f"C = {self.compute:.4g} FLOPs ({self.c_convention}), {how}: {where}"
         lines = [f"forecast ({self.law}) at {head}",
                  f"  loss {self.loss:.4f} nats/token"]
         pct = f"{100 * self.level:g}%"
@@ -151,6 +154,7 @@ class Forecast:
             ci = "" if e.ci is None else f"  [{e.ci[0]:.4g}, {e.ci[1]:.4g}]"
             lines.append(f"  {k} = {e.value:.4g}{ci}")
         lines.append(f"  conventions: N {self.n_kind}, C {self.c_kind}")
+        lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
@@ -158,10 +162,11 @@ def forecast(result: FitResult, *, N: float | None = None, D: float | None = Non
              C: float | None = None, level: float | None = None) -> Forecast:
     """Forecast the loss of one run, from a fit.
 
-    Laws in (N, D): give N and D; or C alone for the compute-optimal split under C = 6ND (closed
-    form of Hoffmann et al. 2022, eq. 4, for the Chinchilla law; numeric otherwise), the forecast
-    being the loss of the model one would then train (the point-estimate N_opt, D_opt) under every
-    bootstrap refit; or C with one of N, D (the other from C = 6ND). Laws in C alone: give C.
+    Laws in (N, D): give N and D; or C alone for the compute-optimal split (`FitResult.allocate`:
+    closed form of Hoffmann et al. 2022, eq. 4, for the Chinchilla law under C = 6ND; numeric
+    otherwise), the forecast being the loss of the model one would then train (the point-estimate
+    N_opt, D_opt) under every bootstrap refit; or C with one of N, D (the other from C = D F(N)).
+    C is counted as the fitted runs counted theirs (`result.compute`). Laws in C alone: give C.
     """
     law = get_law(result.law)
     given = {k: v for k, v in (("N", N), ("D", D), ("C", C)) if v is not None}
@@ -169,17 +174,22 @@ def forecast(result: FitResult, *, N: float | None = None, D: float | None = Non
         if not (isinstance(v, (int, float, np.floating, np.integer)) and math.isfinite(v) and v > 0):
             raise ValueError(f"{k} must be a finite number > 0, got {v!r}")
     alloc: dict[str, Estimate] = {}
+    notes = []
     if law.inputs == ("N", "D"):
+        cm = result.compute
         if C is not None and N is None and D is None:
-            alloc = _allocate(result, C)
+            a = result.allocate(C)
+            alloc = {"N_opt": a["N"], "D_opt": a["D"]}
             N, D = alloc["N_opt"].value, alloc["D_opt"].value
         elif C is not None and (N is None) != (D is None):
-            N, D = (N, C / (6.0 * N)) if N is not None else (C / (6.0 * D), D)
+            N, D = (N, float(cm.tokens(C, N))) if N is not None else (cm.params_for(C, D), D)
         elif C is not None:
             raise ValueError("give C alone (compute-optimal), C with one of N or D, or N and D; not all three")
         if N is None or D is None:
             raise ValueError(f"law {result.law} forecasts at N and D (or at a budget C); got {sorted(given)}")
         at = {"N": float(N), "D": float(D)}
+        if C is not None:
+            notes += [n for n in [compute_range_note(cm, N)] if n]
     else:
         (var,) = law.inputs
         if var not in given:
@@ -195,27 +205,22 @@ def forecast(result: FitResult, *, N: float | None = None, D: float | None = Non
         loss=float(iv.loss), param_interval=None if iv.param_low is None else (f(iv.param_low), f(iv.param_high)),
         interval=(float(iv.low), float(iv.high)), level=iv.level, sigma=iv.sigma,
         n_resamples=0 if result.samples is None else len(result.samples),
-        n_kind=result.n_kind, c_kind=result.c_kind)
+        n_kind=result.n_kind, c_kind=result.c_kind,
+        c_convention=result.compute.describe() if law.inputs == ("N", "D") else result.c_kind,
+        notes=tuple(notes))
 
 
-def _allocate(result: FitResult, C: float) -> dict[str, Estimate]:
-    if result.law == "chinchilla":
-        a = result.allocate(C)
-        return {"N_opt": a["N"], "D_opt": a["D"]}
-    from scalefit.optimal import optimal_allocation
-
-    law = get_law(result.law)
-
-    def opt(params: Mapping[str, float]):
-        return optimal_allocation(lambda n, d: float(law.predict(params, N=n, D=d)), C)
-
-    point = opt(result.values())
-    names = list(result.params)
-    rows = result.samples if result.samples is not None else np.empty((0, len(names)))
-    draws = [opt(dict(zip(names, row))) for row in rows if np.all(np.isfinite(row))]  # failed refits out
-    s = (lambda k: np.array([getattr(a, k) for a in draws])) if draws else (lambda k: None)
-    return {"N_opt": Estimate.of(point.N, s("N"), result.ci_level),
-            "D_opt": Estimate.of(point.D, s("D"), result.ci_level)}
+def compute_range_note(compute, N: float, tolerance: float = 1.5) -> str:
+    """A caveat when N lies beyond the sizes a fitted compute model saw by more than `tolerance`x:
+    its F(N) is then an extrapolation, and so is the C the allocation stands at."""
+    if compute.n_range is None:
+        return ""
+    lo, hi = compute.n_range
+    if lo / tolerance <= N <= hi * tolerance:
+        return ""
+    factor = N / hi if N > hi else lo / N
+    return (f"N = {N:.3g} is {factor:.3g}x {'beyond the largest' if N > hi else 'below the smallest'} N the "
+            f"compute model was fitted on ({lo:.3g} to {hi:.3g}): C there is its extrapolation")
 
 
 # ---- backtest ------------------------------------------------------------------------------------
@@ -325,29 +330,26 @@ def backtest(data, law="chinchilla", *, holdout: float | int = 0.15, cutoff_C: f
 
 
 def allocation_curve(result: FitResult, C, level: float | None = None) -> dict[str, np.ndarray]:
-    """Compute-optimal N_opt(C), D_opt(C) of a Chinchilla fit on a grid of budgets, with bootstrap bands.
+    """Compute-optimal N_opt(C), D_opt(C) of a fit in (N, D) on a grid of budgets, with bootstrap bands.
 
-    Closed form of Hoffmann et al. 2022, eq. 4, vectorised over budgets and bootstrap refits.
-    Returns arrays of len(C): C, N, N_low, N_high, D, D_low, D_high (bands None-free only with samples;
-    without them the band collapses onto the point).
+    `scalefit.optimal.optimal_split` under the fit's compute model, vectorised over budgets and
+    bootstrap refits (closed form of Hoffmann et al. 2022, eq. 4, for the Chinchilla law under 6ND).
+    Returns arrays of len(C): C, N, N_low, N_high, D, D_low, D_high (without bootstrap samples the
+    band collapses onto the point).
     """
-    if result.law != "chinchilla":
-        raise ValueError(f"allocation curves need the chinchilla law, not {result.law}")
+    from scalefit.optimal import optimal_split
+
+    law = get_law(result.law)
+    if law.inputs != ("N", "D"):
+        raise ValueError(f"allocation curves need a law in N and D, not {result.law} ({result.formula})")
     level = result.ci_level if level is None else level
     C = np.atleast_1d(np.asarray(C, float))  # [m]
-    names = list(result.params)
-
-    def nd(p):  # p [B, K] -> N, D [B, m]
-        E, A, B, al, be = (p[:, names.index(k)][:, None] for k in ("E", "A", "B", "alpha", "beta"))
-        G = (al * A / (be * B)) ** (1.0 / (al + be))
-        N = G * (C[None, :] / 6.0) ** (be / (al + be))
-        return N, C[None, :] / (6.0 * N)
-
-    point = np.array([[result.params[k].value for k in names]])
-    N0, D0 = (x[0] for x in nd(point))
+    point = np.array([[result.params[k].value for k in law.param_names]])
+    N0, D0 = (x[0] for x in optimal_split(law, point, C, result.compute))  # [m] each
     out = {"C": C, "N": N0, "D": D0}
-    if result.samples is not None and len(result.samples) > 1:
-        Ns, Ds = nd(np.asarray(result.samples, float))
+    rows = result._finite_samples()
+    if len(rows) > 1:
+        Ns, Ds = optimal_split(law, rows, C, result.compute)  # [B, m] each
         q = 100 * (1 - level) / 2
         for key, s, p0 in (("N", Ns, N0), ("D", Ds, D0)):
             lo, hi = np.nanpercentile(s, [q, 100 - q], axis=0)
@@ -360,15 +362,15 @@ def allocation_curve(result: FitResult, C, level: float | None = None) -> dict[s
 def frontier_curve(result: FitResult, C, level: float | None = None) -> Intervals:
     """Loss of the compute-optimal run at each budget C, with both intervals.
 
-    Laws in C alone are the frontier L(C) itself (Kaplan et al. 2020, eq. 1.4). For the Chinchilla
-    law it is L(N_opt(C), D_opt(C)) at the point-estimate allocation, under every bootstrap refit.
+    Laws in C alone are the frontier L(C) itself (Kaplan et al. 2020, eq. 1.4). For a law in N and D
+    it is L(N_opt(C), D_opt(C)) at the point-estimate allocation, under every bootstrap refit.
     """
     law = get_law(result.law)
     C = np.atleast_1d(np.asarray(C, float))
     if law.inputs == ("C",):
         return predict_intervals(result, level, C=C)
-    if result.law == "chinchilla":
+    if law.inputs == ("N", "D"):
         a = allocation_curve(result, C, level)
         return predict_intervals(result, level, N=a["N"], D=a["D"])
     raise ValueError(f"no loss-vs-compute frontier for law {result.law} ({result.formula}); "
-                     "fit the chinchilla law or a law in C")
+                     "fit a law in N and D or a law in C")

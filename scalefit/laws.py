@@ -67,6 +67,22 @@ class Law:
             out = jax.vmap(self.log_loss, in_axes=(0, None))(jnp.asarray(theta), jnp.asarray(logx))
             return np.exp(np.asarray(out)).reshape((len(theta),) + shape)
 
+    def predict_paired(self, params: np.ndarray, **inputs) -> np.ndarray:
+        """L for row b of `params` [B, K] at row b of the inputs [B, ...] (not every pair): [B, ...]."""
+        import jax
+
+        theta = np.stack([self.from_params(p) for p in np.atleast_2d(params)])  # [B, P]
+        shape = np.broadcast_shapes(*(np.shape(inputs[c]) for c in self.inputs))
+        if not shape or shape[0] not in (1, len(theta)):
+            raise ValueError(f"paired inputs need a leading axis of {len(theta)} (one per parameter row), "
+                             f"got shape {shape}")
+        shape = (len(theta),) + shape[1:]
+        logx = np.stack([np.broadcast_to(np.log(np.asarray(inputs[c], float)), shape).reshape(shape[0], -1)
+                         for c in self.inputs])  # [n_inputs, B, n]
+        with jax.enable_x64(True):
+            out = jax.vmap(self.log_loss, in_axes=(0, 1))(jnp.asarray(theta), jnp.asarray(logx))  # [B, n]
+            return np.exp(np.asarray(out)).reshape(shape)
+
 
 def _log(x):
     # A fitted E (or A, B) can underflow to exactly 0 in to_params; its log is -inf, which the

@@ -3,8 +3,8 @@
 Everything here works on plain inputs: a mapping of named law parameters
 (``{"E", "A", "B", "alpha", "beta"}`` for the Chinchilla form) or any loss function ``L(N, D)``.
 Conventions: N is whatever parameter count the law was fitted with (Chinchilla: total parameters,
-embeddings included); C = k N D training FLOPs with k = 6 unless stated (forward + backward
-matmuls, Kaplan et al. 2020 Sec. 2.1); loss in nats per token.
+embeddings included); C = D F(N) training FLOPs with F(N) = 6N unless a `ComputeModel` says otherwise
+(forward + backward matmuls, Kaplan et al. 2020 Sec. 2.1; `scalefit.compute`); loss in nats per token.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 from scipy.optimize import brentq, minimize_scalar
+
+from scalefit.compute import SIX_ND, ComputeModel
 
 LossFn = Callable[[float, float], float]  # L(N, D) -> loss (nats/token)
 
@@ -27,7 +29,7 @@ class Allocation:
 
     N: float  # parameters (same convention as the law's N)
     D: float  # training tokens
-    C: float  # training FLOPs, = flops_per_param_token * N * D
+    C: float  # training FLOPs, = D F(N) under the allocation's ComputeModel
     loss: float  # predicted loss at (N, D), nats/token
     tokens_per_param: float  # D / N
     method: str  # how it was found: "closed-form", "numeric", "inference-aware", ...
@@ -69,25 +71,35 @@ def chinchilla_exponents(params: Mapping[str, float]) -> tuple[float, float]:
     return p["beta"] / s, p["alpha"] / s
 
 
-def chinchilla_optimal(
-    params: Mapping[str, float], C: float, flops_per_param_token: float = 6.0
-) -> Allocation:
-    """Closed-form compute-optimal allocation of the Chinchilla law (Hoffmann et al. 2022, eq. 4).
+def chinchilla_split(E, A, B, alpha, beta, C, compute: ComputeModel = SIX_ND):
+    """Closed-form compute-optimal (N, D) of the Chinchilla law under C = k N^gamma D; arrays broadcast.
 
-    Minimising E + A/N^alpha + B/D^beta subject to C = k N D (k = 6) gives
-        G = (alpha A / (beta B))^(1 / (alpha + beta)),
-        N_opt = G (C/k)^a,   D_opt = G^-1 (C/k)^b,   a = beta/(alpha+beta), b = alpha/(alpha+beta).
+    Setting d/dN [A N^-alpha + B (k N^gamma / C)^beta] = 0 gives
+        N_opt = (alpha A / (gamma beta B))^(1 / (alpha + gamma beta)) (C/k)^(beta / (alpha + gamma beta)),
+        D_opt = C / (k N_opt^gamma),
+    which for k = 6, gamma = 1 is Hoffmann et al. 2022, eq. 4: N_opt = G (C/6)^a, D_opt = G^-1 (C/6)^b,
+    G = (alpha A / (beta B))^(1/(alpha+beta)), a = beta/(alpha+beta), b = alpha/(alpha+beta).
+    E does not move the optimum; it is taken so every law parameter goes in by name.
     """
+    if compute.m:
+        raise ValueError(f"no closed form under {compute.describe()}; use optimal_split")
+    k, g = compute.k, compute.gamma
+    s = alpha + g * beta
+    N = (alpha * A / (g * beta * B)) ** (1.0 / s) * (np.asarray(C, float) / k) ** (beta / s)
+    return N, np.asarray(C, float) / (k * N**g)
+
+
+def chinchilla_optimal(params: Mapping[str, float], C: float, compute: ComputeModel = SIX_ND) -> Allocation:
+    """Compute-optimal allocation of the Chinchilla law for a budget C (`chinchilla_split`; numeric
+    when the compute model has a second term)."""
     p = _require(params, CHINCHILLA_KEYS)
     C = _positive("C", C)
-    k = _positive("flops_per_param_token", flops_per_param_token)
-    a, b = chinchilla_exponents(p)
-    G = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1.0 / (p["alpha"] + p["beta"]))
-    N = G * (C / k) ** a
-    D = (C / k) ** b / G
+    if compute.m:
+        return optimal_allocation(lambda N, D: chinchilla_loss(p, N, D), C, compute, method="numeric")
+    N, D = (float(x) for x in chinchilla_split(*(p[k] for k in CHINCHILLA_KEYS), C, compute))
     return Allocation(
         N=N, D=D, C=C, loss=float(chinchilla_loss(p, N, D)), tokens_per_param=D / N,
-        method="closed-form", notes=f"Chinchilla law, C = {k:g} N D",
+        method="closed-form", notes=f"Chinchilla law, {compute.describe()}",
     )
 
 
@@ -111,39 +123,82 @@ def _argmin_log_n(f: Callable[[float], float], lo: float, hi: float, n_grid: int
     return float(res.x) if res.fun <= vals[i] else float(xs[i])
 
 
-def _default_bounds(C: float, k: float) -> tuple[float, float]:
-    # D/N between e^-24 and e^24 (~4e-11 .. 3e10) brackets every sensible optimum.
-    mid = 0.5 * math.log(C / k)
+def _default_bounds(C):
+    # D/N between e^-24 and e^24 (~4e-11 .. 3e10) at 6 FLOPs per parameter-token brackets every
+    # sensible optimum; the convention's own F(N) moves it by far less than e^12.
+    mid = 0.5 * np.log(np.asarray(C, float) / 6.0)
     return mid - 12.0, mid + 12.0
 
 
 def optimal_allocation(
     loss_fn: LossFn,
     C: float,
-    flops_per_param_token: float = 6.0,
+    compute: ComputeModel = SIX_ND,
     n_bounds: tuple[float, float] | None = None,
     method: str = "numeric",
 ) -> Allocation:
-    """Compute-optimal (N, D) for any loss L(N, D) under C = k N D, found numerically.
+    """Compute-optimal (N, D) for any loss L(N, D) under C = D F(N) (F(N) = 6N by default), numerically.
 
-    Substituting D = C / (k N) leaves a 1-D problem min_x L(e^x, C / (k e^x)) over x = log N, solved
+    Substituting D = C / F(N) leaves a 1-D problem min_x L(e^x, C / F(e^x)) over x = log N, solved
     by a grid plus scipy's bounded Brent search. For the Chinchilla law it matches the closed form
     of Hoffmann et al. (2022) to solver precision.
     """
     C = _positive("C", C)
-    k = _positive("flops_per_param_token", flops_per_param_token)
-    lo, hi = (math.log(n_bounds[0]), math.log(n_bounds[1])) if n_bounds else _default_bounds(C, k)
+    lo, hi = (math.log(n_bounds[0]), math.log(n_bounds[1])) if n_bounds else (float(x) for x in _default_bounds(C))
 
     def f(x: float) -> float:
         N = math.exp(x)
-        return float(loss_fn(N, C / (k * N)))
+        return float(loss_fn(N, float(compute.tokens(C, N))))
 
     N = math.exp(_argmin_log_n(f, lo, hi))
-    D = C / (k * N)
+    D = float(compute.tokens(C, N))
     return Allocation(
         N=N, D=D, C=C, loss=float(loss_fn(N, D)), tokens_per_param=D / N, method=method,
-        notes=f"minimised L(N, C/({k:g} N)) over log N",
+        notes=f"minimised L(N, D) over log N subject to {compute.describe()}",
     )
+
+
+def optimal_split(law, params: np.ndarray, C, compute: ComputeModel = SIX_ND, n_grid: int = 241,
+                  iters: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """Compute-optimal (N, D) for every row of law parameters `params` [B, K] and budget in `C` [m].
+
+    `law` is a `scalefit.laws.Law` in (N, D). The Chinchilla law under a single-power compute model
+    takes the closed form (`chinchilla_split`); any other pair is minimised over x = log N on an
+    `n_grid`-point grid per budget (all rows at once), then by golden-section search inside the best
+    cell (`iters` steps shrink it by 0.618^iters). Returns N, D [B, m]; NaN where the grid's minimum
+    lies on its edge (the optimum is outside D/N in e^-24..e^24).
+    """
+    P = np.atleast_2d(np.asarray(params, float))  # [B, K]
+    C = np.atleast_1d(np.asarray(C, float))  # [m]
+    if law.name == "chinchilla" and not compute.m:
+        cols = [P[:, [law.param_names.index(k)]] for k in CHINCHILLA_KEYS]  # 5 x [B, 1]
+        return chinchilla_split(*cols, C[None, :], compute)
+    lo, hi = _default_bounds(C)  # [m] each
+    t = np.linspace(0.0, 1.0, n_grid)
+    x = lo[:, None] + (hi - lo)[:, None] * t[None, :]  # [m, G]
+    N = np.exp(x)
+    L = law.predict_many(P, N=N, D=compute.tokens(C[:, None], N))  # [B, m, G]
+    i = np.argmin(np.where(np.isfinite(L), L, np.inf), axis=-1)  # [B, m]
+    edge = (i == 0) | (i == n_grid - 1)
+    step = (hi - lo)[None, :] / (n_grid - 1)  # [1, m]
+    a, b = x[None, :, 0] + (i - 1) * step, x[None, :, 0] + (i + 1) * step  # [B, m] bracket
+
+    def f(z):  # z [B, m] -> L [B, m], row b of P at row b of z
+        n = np.exp(z)
+        return law.predict_paired(P, N=n, D=compute.tokens(C[None, :], n))
+
+    r = (math.sqrt(5.0) - 1.0) / 2.0
+    c, d = b - r * (b - a), a + r * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(iters):
+        left = fc < fd  # the minimum lies in [a, d]
+        a, b = np.where(left, a, c), np.where(left, d, b)
+        c_new, d_new = b - r * (b - a), a + r * (b - a)
+        new = f(np.where(left, c_new, d_new))
+        c, d, fc, fd = (np.where(left, c_new, d), np.where(left, c, d_new),
+                        np.where(left, new, fd), np.where(left, fc, new))
+    Nopt = np.where(edge, np.nan, np.exp(0.5 * (a + b)))
+    return Nopt, compute.tokens(C[None, :], Nopt)
 
 
 def tokens_for_loss(loss_fn: LossFn, N: float, target_loss: float, d_max: float = 1e30) -> float:
@@ -163,13 +218,15 @@ def inference_aware_optimal(
     target_loss: float,
     inference_tokens: float,
     n_bounds: tuple[float, float] = (1e3, 1e16),
-    train_flops_per_param_token: float = 6.0,
-    inference_flops_per_param_token: float = 2.0,
+    compute: ComputeModel = SIX_ND,
+    inference_fraction: float = 1.0 / 3.0,
 ) -> Allocation:
     """Cheapest (N, D_train) reaching a target loss when the model will also serve D_inf tokens.
 
     Sardana et al. 2023, "Beyond Chinchilla-Optimal: Accounting for Inference in Language Model
     Scaling Laws": minimise total FLOPs 6 N D_train + 2 N D_inf subject to L(N, D_train) = target.
+    Under another count of training FLOPs, C_train = D_train F(N) (`compute`), a served token costs
+    `inference_fraction` F(N): the forward pass, 2N of 6N.
     For each N the constraint fixes D_train(N) (root of L(N, D) = target), leaving a 1-D search over
     log N. With D_inf = 0 this is the Chinchilla-optimal point for the compute that reaches the
     target; more inference tokens shift the optimum to a smaller N trained on more tokens.
@@ -180,7 +237,8 @@ def inference_aware_optimal(
     d_inf = float(inference_tokens)
     if not math.isfinite(d_inf) or d_inf < 0:
         raise ValueError(f"inference_tokens must be finite and >= 0, got {inference_tokens!r}")
-    kt, ki = train_flops_per_param_token, inference_flops_per_param_token
+    if not 0 <= inference_fraction <= 1:
+        raise ValueError(f"inference_fraction must be in [0, 1], got {inference_fraction!r}")
     lo, hi = math.log(n_bounds[0]), math.log(n_bounds[1])
     if math.isinf(tokens_for_loss(loss_fn, math.exp(hi), target_loss)):
         raise ValueError(
@@ -198,16 +256,17 @@ def inference_aware_optimal(
     def log_total(x: float) -> float:
         N = math.exp(x)
         D = tokens_for_loss(loss_fn, N, target_loss)
-        return math.log(kt * N * D + ki * N * d_inf) if math.isfinite(D) else math.inf
+        return math.log(float(compute.per_token(N)) * (D + inference_fraction * d_inf)) if math.isfinite(D) else math.inf
 
     N = math.exp(_argmin_log_n(log_total, lo, hi))
     D = tokens_for_loss(loss_fn, N, target_loss)
+    F = float(compute.per_token(N))
     return Allocation(
-        N=N, D=D, C=kt * N * D, loss=float(loss_fn(N, D)), tokens_per_param=D / N,
+        N=N, D=D, C=F * D, loss=float(loss_fn(N, D)), tokens_per_param=D / N,
         method="inference-aware",
-        notes=(f"min {kt:g} N D_train + {ki:g} N D_inf s.t. L(N, D_train) = {target_loss:g}; "
-               f"D_inf = {d_inf:.3g} tokens"),
-        C_inference=ki * N * d_inf,
+        notes=(f"min F(N) (D_train + {inference_fraction:.3g} D_inf) s.t. L(N, D_train) = {target_loss:g}, "
+               f"{compute.describe()}; D_inf = {d_inf:.3g} tokens"),
+        C_inference=inference_fraction * F * d_inf,
     )
 
 
@@ -235,27 +294,32 @@ def shape_params(d_model: int, n_layer: int, vocab_size: int) -> int:
 
 def model_shape(
     N_target: float, vocab_size: int = 50257, aspect_ratio: float = 64.0, head_dim: int = 64,
-    max_d_model: int = 65536,
+    max_d_model: int = 65536, n_kind: str = "total",
 ) -> ModelShape:
     """The shape on a simple ladder whose parameter count is closest to N_target (in log N).
+
+    n_kind says which count N_target is: "total" (embedding included) or "non-embedding" / "active"
+    (a dense shape's non-embedding count).
 
     Ladder: d_model = head_dim * k (k = 1, 2, ...), n_layer = max(1, round(d_model / aspect_ratio)),
     n_head = k. Kaplan et al. (2020, Fig. 5) found loss nearly flat for aspect ratios d_model/n_layer
     between about 20 and 200, so the exact ratio matters little; 64 keeps small models deep enough.
     """
     N_target = _positive("N_target", N_target)
+    if n_kind not in ("total", "non-embedding", "active"):
+        raise ValueError(f"n_kind must be total, non-embedding or active, got {n_kind!r}")
     best = None
     for d in range(head_dim, max_d_model + 1, head_dim):
         L = max(1, round(d / aspect_ratio))
-        n = shape_params(d, L, vocab_size)
+        n = shape_params(d, L, vocab_size) if n_kind == "total" else 12 * L * d * d
         err = abs(math.log(n / N_target))
         if best is None or err < best[0]:
             best = (err, d, L, n)
         if n > 2 * N_target:
             break
-    _, d, L, n = best
-    return ModelShape(d_model=d, n_layer=L, n_head=d // head_dim, vocab_size=vocab_size, N=n,
-                      N_non_embedding=12 * L * d * d)
+    _, d, L, _ = best
+    return ModelShape(d_model=d, n_layer=L, n_head=d // head_dim, vocab_size=vocab_size,
+                      N=shape_params(d, L, vocab_size), N_non_embedding=12 * L * d * d)
 
 
 # Vendor datasheet peak dense (no sparsity) BF16 tensor throughput, FLOP/s per accelerator:

@@ -29,6 +29,13 @@ def _frame(data) -> pd.DataFrame:
     return data.frame if hasattr(data, "frame") else data
 
 
+def _compute_label(result: FitResult) -> str:
+    """Axis label naming how C is counted: the fit's compute model for laws in N and D."""
+    if get_law(result.law).inputs == ("N", "D"):
+        return f"training compute C (FLOPs, {result.c_kind}: {result.compute.describe()})"
+    return f"training compute C (FLOPs, {result.c_kind})"
+
+
 def _budget_colors(values):
     from matplotlib import colormaps
     from matplotlib.colors import LogNorm
@@ -102,7 +109,7 @@ def loss_vs_compute(ax, table, result: FitResult, *, extrapolate_to: float | Non
                    zorder=4, label="held-out runs")
     ax.axvline(c_hi, color="0.6", lw=0.8, ls=":")
     ax.set_xscale("log")
-    ax.set_xlabel("training compute C (FLOPs)")
+    ax.set_xlabel(_compute_label(result))
     ax.set_ylabel("loss (nats/token)")
     ax.set_title("Loss against compute")
     ax.legend(fontsize=7)
@@ -111,7 +118,9 @@ def loss_vs_compute(ax, table, result: FitResult, *, extrapolate_to: float | Non
 
 def loss_contours(ax, result: FitResult, table=None, *, C_range: tuple[float, float] | None = None,
                   levels: int = 14):
-    """Contours of the fitted L(N, D = C/6N) over (C, N), with the compute-optimal line N_opt(C).
+    """Contours of the fitted L(N, D = C/F(N)) over (C, N), with the compute-optimal line N_opt(C).
+
+    F(N) is the fit's compute model (`FitResult.compute`, 6N unless the runs counted C otherwise).
 
     The Chinchilla law's surface drawn as Hoffmann et al. 2022, Fig. 4 (left) draw it: iso-loss
     contours in the plane of compute and model size, the efficient frontier through their minima.
@@ -129,7 +138,7 @@ def loss_contours(ax, result: FitResult, table=None, *, C_range: tuple[float, fl
     n_hi = max(alloc["N"].max(), df["N"].max() if df is not None else 0) * 10
     N = np.geomspace(n_lo, n_hi, 150)  # [k]
     CC, NN = np.meshgrid(C, N)  # [k, m]
-    L = get_law("chinchilla").predict(result.values(), N=NN, D=CC / (6.0 * NN))  # [k, m]
+    L = get_law("chinchilla").predict(result.values(), N=NN, D=result.compute.tokens(CC, NN))  # [k, m]
     lv = np.quantile(L, np.linspace(0.0, 0.85, levels))  # dense where the loss varies, not in the corners
     cs = ax.contourf(CC, NN, L, levels=np.unique(lv), cmap="magma_r", alpha=0.85, extend="max")
     ax.contour(CC, NN, L, levels=np.unique(lv), colors="k", linewidths=0.3)
@@ -139,8 +148,8 @@ def loss_contours(ax, result: FitResult, table=None, *, C_range: tuple[float, fl
         ax.scatter(df["C"], df["N"], s=6, color="w", edgecolors="k", lw=0.3, label="runs", zorder=3)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("training compute C = 6ND (FLOPs)")
-    ax.set_ylabel("parameters N")
+    ax.set_xlabel(_compute_label(result))
+    ax.set_ylabel(f"parameters N ({result.n_kind})")
     ax.set_title("Fitted loss surface")
     ax.legend(fontsize=7, loc="upper left")
     return ax
@@ -190,8 +199,8 @@ def allocation(ax, result: FitResult, C_range: tuple[float, float], *, optima: p
         ax.plot(ok["C"], ok["D_opt"], "s", color="tab:orange", mec="k", ms=5, label="IsoFLOP minima D")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("training compute C = 6ND (FLOPs)")
-    ax.set_ylabel("N or D")
+    ax.set_xlabel(_compute_label(result))
+    ax.set_ylabel(f"N ({result.n_kind}) or D")
     ax.set_title("Compute-optimal allocation")
     ax.legend(fontsize=7)
     return ax

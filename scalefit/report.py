@@ -30,7 +30,7 @@ class ReportSummary:
     figures: tuple[Path, ...]  # PNGs, in the order the report shows them
     law: str  # law fitted
     n_runs: int  # runs fitted (after exclusions)
-    a: float | None  # N_opt ~ C^a from the fit (chinchilla law), else None
+    a: float | None  # N_opt ~ C^a from the fit (chinchilla law; C as the runs count it), else None
     b: float | None  # D_opt ~ C^b
     backtest_mean_abs_rel_err: float | None  # None when no backtest ran
     backtest_max_abs_rel_err: float | None
@@ -202,10 +202,11 @@ def build_report(source, out_dir, *, law: str = "chinchilla", bootstrap: int = 2
     md.write_text(_to_markdown(blocks))
     ht = out / "report.html"
     ht.write_text(_to_html(blocks, title or f"Scaling report: {table.source}"))
-    d = result.derived
+    # Approach 3's exponents as the comparison states them: in the runs' own count of C.
+    a3 = None if comparison is None else comparison.estimates[-1]
     return ReportSummary(
         out_dir=out, markdown=md, html=ht, fit_json=fit_json, figures=tuple(p for p, _ in figs), law=result.law,
-        n_runs=result.n_runs, a=d["a"].value if "a" in d else None, b=d["b"].value if "b" in d else None,
+        n_runs=result.n_runs, a=None if a3 is None else a3.a, b=None if a3 is None else a3.b,
         backtest_mean_abs_rel_err=None if bt is None else bt.mean_abs_rel_err,
         backtest_max_abs_rel_err=None if bt is None else bt.max_abs_rel_err,
         backtest_extrapolation=None if bt is None else bt.extrapolation, backtest_skipped=why_not,
@@ -213,18 +214,15 @@ def build_report(source, out_dir, *, law: str = "chinchilla", bootstrap: int = 2
         disagreements=() if comparison is None else comparison.disagreements)
 
 
-def _six_nd_note(table) -> str:
-    """Warn when the runs' C is far from 6ND in the fit's N: the compute-optimal split behind the
-    frontier and the forecasts takes C = 6ND (Hoffmann et al. 2022), so their C then means less."""
-    f = table.frame
-    if "D" not in f or table.c_kind == "6ND":
+def _compute_note(result: FitResult, fcs) -> str:
+    """How the budgets of the frontier and the forecasts map to (N, D), and where that is extrapolated."""
+    if get_law(result.law).inputs != ("N", "D"):
         return ""
-    ratio = float(np.median(f["C"] / (6 * f["N"] * f["D"])))
-    if abs(ratio - 1) <= 0.1:
-        return ""
-    return (f"Convention: these runs' C ({table.c_kind}) is {ratio:.3g}x 6ND with N = {table.n_kind} parameters "
-            f"(median run), but the frontier in the figures and these forecasts take C = 6ND; in the runs' own "
-            f"convention they stand at about {ratio:.3g}x the compute given.")
+    cm = result.compute
+    text = (f"Compute convention: budgets here are C as the runs count it ({result.c_kind}), "
+            f"{cm.summary()}; the compute-optimal N and D at a budget solve that, not C = 6ND."
+            if not cm.is_6nd else "Compute convention: C = 6ND, as in the runs.")
+    return " ".join([text, *(f"At C = {f.compute:.3g}: {n}." for f in fcs for n in f.notes)])
 
 
 # ---- document model: a list of blocks rendered to Markdown and to HTML ------------------------------
@@ -244,9 +242,11 @@ def _blocks(title, table, result, comparison, bt, why_not, fcs, figs, out):
         if len(table.excluded) > 10:
             shown.append(f"... and {len(table.excluded) - 10} more")
         b.append(("ul", ["Excluded " + s for s in shown]))
+    # The law's own a, b assume C = 6ND; under the runs' count the comparison below restates them.
+    tag = "" if result.compute.is_6nd else " (if C = 6ND)"
     rows = [[k, f"{e.value:.5g}", "" if e.se is None else f"{e.se:.3g}",
              "" if e.ci is None else f"[{e.ci[0]:.4g}, {e.ci[1]:.4g}]"]
-            for k, e in [*result.params.items(), *result.derived.items()]]
+            for k, e in [*result.params.items(), *((k + tag, e) for k, e in result.derived.items())]]
     b += [("h2", "Fit"), ("table", ["parameter", "value", "SE", f"{pct} CI"], rows),
           ("p", f"Residual scale (RMS log residual) {result.method['residual_scale']:.4g}; "
                 f"status {result.status}; share of starts at the best objective {result.method['share_at_best']:.1%}.")]
@@ -256,7 +256,7 @@ def _blocks(title, table, result, comparison, bt, why_not, fcs, figs, out):
                 for e in comparison.estimates]
         b += [("h2", "Compute-optimal exponents by approach (N_opt ~ C^a, D_opt ~ C^b)"),
               ("table", ["approach", "a", f"{pct} CI", "b", f"{pct} CI", "note"], rows),
-              ("ul", [f"Not run: approach {s}" for s in comparison.skipped]
+              ("ul", [f"Not run: {s}" for s in comparison.skipped]
                + ([f"DISAGREE: {d}" for d in comparison.disagreements] or ["The approaches agree within their intervals."]))]
     b.append(("h2", "Backtest"))
     if bt is None:
@@ -280,7 +280,7 @@ def _blocks(title, table, result, comparison, bt, why_not, fcs, figs, out):
               ("p", "The law interval is the bootstrap spread of the fitted law; the one-run interval adds the "
                     "scatter of single runs about it (docs/forecasting.md). Both assume the law's form holds "
                     "that far out, which no interval can check.")]
-        b += [("p", note) for note in [_six_nd_note(table)] if note]
+        b += [("p", note) for note in [_compute_note(result, fcs)] if note]
     else:
         b += [("h2", "Forecasts"),
               ("p", f"No forecasts at a budget: law {result.law} ({result.formula}) does not depend on compute.")]

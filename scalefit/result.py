@@ -16,6 +16,7 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
+from scalefit.compute import SIX_ND, ComputeModel
 from scalefit.laws import get_law
 
 SCHEMA = "scalefit.fit/1"
@@ -71,6 +72,7 @@ class FitResult:
     n_kind: str  # which N: "total" | "non-embedding" | "active"
     c_kind: str  # which C: "6ND" | "exact" | "reported" | "unspecified"
     versions: Mapping[str, str] = field(default_factory=dict)  # scalefit, jax
+    compute: ComputeModel = SIX_ND  # how the fitted rows' C relates to N and D: budgets mean this C
     samples: np.ndarray | None = field(default=None, repr=False, compare=False)  # [B, K] params
 
     @property
@@ -81,12 +83,12 @@ class FitResult:
         """Point estimates of the reported parameters, by name."""
         return {k: e.value for k, e in self.params.items()}
 
-    def _sample_dicts(self):
-        """Bootstrap draws as parameter dicts; failed refits (NaN rows) are left out."""
-        names = list(self.params)
+    def _finite_samples(self) -> np.ndarray:
+        """Bootstrap draws [B', K] with failed refits (NaN rows) left out."""
         if self.samples is None:
-            return []
-        return [dict(zip(names, row)) for row in self.samples if np.all(np.isfinite(row))]
+            return np.empty((0, len(self.params)))
+        s = np.asarray(self.samples, float)
+        return s[np.all(np.isfinite(s), axis=1)]
 
     def predict(self, **inputs) -> Prediction:
         """Loss at the given inputs (e.g. N=..., D=...; arrays broadcast) with a bootstrap interval.
@@ -107,23 +109,60 @@ class FitResult:
         return Prediction(point, lo, hi)
 
     def allocate(self, C: float) -> dict[str, Estimate]:
-        """Compute-optimal N and D for C = 6ND FLOPs (Chinchilla closed form), with intervals.
+        """Compute-optimal N and D for a budget of C FLOPs counted as the fitted runs counted theirs
+        (`self.compute`: C = D F(N)), with bootstrap intervals; `loss` is each refit's optimal loss.
 
-        Hoffmann et al. 2022, eq. 4: N_opt = G (C/6)^a, D_opt = G^-1 (C/6)^b,
-        G = (alpha A / (beta B))^(1/(alpha+beta)), a = beta/(alpha+beta), b = alpha/(alpha+beta).
+        For the Chinchilla law under C = 6ND this is Hoffmann et al. 2022, eq. 4; in general it is
+        `scalefit.optimal.optimal_split` (closed form where there is one, numeric otherwise).
         """
-        if self.law != "chinchilla":
-            raise ValueError(f"closed-form allocation needs the chinchilla law, not {self.law}; "
-                             "use scalefit.optimal.optimal_allocation with this law's predict")
-        from scalefit.optimal import chinchilla_optimal
+        law = get_law(self.law)
+        if law.inputs != ("N", "D"):
+            raise ValueError(f"allocation needs a law in N and D; {self.law} ({self.formula}) depends on "
+                             f"{', '.join(law.inputs)} only")
+        from scalefit.optimal import optimal_split
 
-        point = chinchilla_optimal(self.values(), C)
-        draws = [chinchilla_optimal(p, C) for p in self._sample_dicts()] or None
-        out = {}
-        for key in ("N", "D", "loss", "tokens_per_param"):
-            s = None if draws is None else np.array([getattr(a, key) for a in draws])
-            out[key] = Estimate.of(getattr(point, key), s, self.ci_level)
-        return out
+        C = float(C)
+        if not (math.isfinite(C) and C > 0):
+            raise ValueError(f"C must be a finite number > 0, got {C!r}")
+        point = np.array([[self.params[k].value for k in law.param_names]])
+        N, D = (float(x[0, 0]) for x in optimal_split(law, point, C, self.compute))
+        if not math.isfinite(N):
+            raise ValueError(f"the optimum of {self.law} at C = {C:.3g} lies outside D/N in e^-24..e^24")
+        values = {"N": N, "D": D, "loss": float(law.predict(self.values(), N=N, D=D)), "tokens_per_param": D / N}
+        draws = None
+        rows = self._finite_samples()
+        if len(rows):
+            Ns, Ds = (x[:, 0] for x in optimal_split(law, rows, C, self.compute))
+            draws = {"N": Ns, "D": Ds, "loss": law.predict_paired(rows, N=Ns, D=Ds), "tokens_per_param": Ds / Ns}
+        return {k: Estimate.of(v, None if draws is None else draws[k], self.ci_level) for k, v in values.items()}
+
+    def exponents(self, C_range: tuple[float, float], n_points: int = 9) -> dict[str, Estimate]:
+        """Compute-optimal exponents a, b (N_opt ~ C^a, D_opt ~ C^b) with C counted as the fitted runs
+        count it: least-squares slopes of log N_opt and log D_opt on log C at `n_points` budgets across
+        `C_range`, with bootstrap intervals.
+
+        For the Chinchilla law under C = 6ND they are the constants a = beta/(alpha+beta),
+        b = alpha/(alpha+beta) (Hoffmann et al. 2022, eq. 4; `derived`); under C = k N^gamma D,
+        a = beta/(alpha+gamma beta) and b = 1 - gamma a; under a two-term count they drift with C and
+        this is their average over the range, the quantity Approaches 1 and 2 estimate from those runs.
+        """
+        from scalefit.optimal import optimal_split
+
+        lo, hi = (float(c) for c in C_range)
+        if not 0 < lo < hi:
+            raise ValueError(f"C_range must satisfy 0 < low < high, got {C_range}")
+        law = get_law(self.law)
+        C = np.geomspace(lo, hi, n_points)  # [m]
+        x = np.log(C) - np.log(C).mean()  # [m]
+
+        def slopes(P):  # P [B, K] -> a, b [B]
+            N, D = optimal_split(law, P, C, self.compute)  # [B, m]
+            return np.log(N) @ x / (x @ x), np.log(D) @ x / (x @ x)
+
+        a0, b0 = slopes(np.array([[self.params[k].value for k in law.param_names]]))
+        rows = self._finite_samples()
+        sa, sb = slopes(rows) if len(rows) else (None, None)
+        return {"a": Estimate.of(a0[0], sa, self.ci_level), "b": Estimate.of(b0[0], sb, self.ci_level)}
 
     # ---- presentation ----------------------------------------------------------------------------
 
@@ -139,6 +178,10 @@ class FitResult:
             se = "" if e.se is None else f"{e.se:.4g}"
             ci = "" if e.ci is None else f"[{e.ci[0]:.5g}, {e.ci[1]:.5g}]"
             lines.append(f"  {name:<16}{e.value:>14.6g}{se:>12}   {ci}")
+        lines.append(f"  compute: {self.compute.summary()}")
+        if self.derived and not self.compute.is_6nd:
+            lines.append(f"  note: {', '.join(self.derived)} above assume C = 6ND; exponents(C_range) gives "
+                         "them under this count of C")
         m = self.method
         lines.append(f"  objective {self.objective:.10g} ({m.get('loss')}, delta={m.get('delta')}); "
                      f"status {self.status}, |grad| {m.get('grad_norm', float('nan')):.2g}")
@@ -170,6 +213,7 @@ class FitResult:
         d["excluded"] = [list(x) for x in self.excluded]
         d["warnings"], d["notes"] = list(self.warnings), list(self.notes)
         d["method"], d["bootstrap"], d["versions"] = dict(self.method), dict(self.bootstrap), dict(self.versions)
+        d["compute"] = self.compute.to_dict()
         d["samples"] = None if self.samples is None else np.asarray(self.samples).tolist()
         return _finite_or_none(d)
 
@@ -202,6 +246,7 @@ class FitResult:
                    bootstrap=d["bootstrap"], seed=int(d["seed"]), source=d["source"],
                    fingerprint=d["fingerprint"], n_kind=d["n_kind"], c_kind=d["c_kind"],
                    versions=d.get("versions", {}),
+                   compute=ComputeModel.from_dict(d["compute"]) if d.get("compute") else SIX_ND,
                    samples=None if samples is None else np.array(samples, dtype=float))
 
     @classmethod

@@ -1,5 +1,6 @@
 """Allocation from fitted law parameters: published numbers reproduced, properties checked."""
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scalefit.compute import SIX_ND, ComputeModel
 from scalefit.constrained import (
     data_constrained_loss,
     data_constrained_optimal,
@@ -24,9 +26,12 @@ from scalefit.optimal import (
     inference_aware_optimal,
     model_shape,
     optimal_allocation,
+    optimal_split,
     shape_params,
     tokens_for_loss,
 )
+
+from scalefit.laws import get_law
 
 DATASETS = Path(__file__).resolve().parent.parent / "datasets"
 
@@ -80,12 +85,41 @@ def test_numeric_allocation_equals_closed_form(params, C):
     assert num.loss == pytest.approx(closed.loss, rel=1e-12)
 
 
-def test_numeric_allocation_other_flop_convention():
-    # C = 8 N D (e.g. counting attention FLOPs roughly) changes C/k, the closed form follows.
-    closed = chinchilla_optimal(EPOCH, 1e22, flops_per_param_token=8.0)
-    num = optimal_allocation(lambda N, D: chinchilla_loss(EPOCH, N, D), 1e22, flops_per_param_token=8.0)
+@pytest.mark.parametrize("compute", [ComputeModel(k=8.0), ComputeModel(k=20.0, gamma=0.9)])
+def test_numeric_allocation_other_flop_convention(compute):
+    # C = 8 N D (e.g. counting attention FLOPs roughly) changes C/k; C = 20 N^0.9 D moves the
+    # exponent too. The generalised closed form follows both.
+    closed = chinchilla_optimal(EPOCH, 1e22, compute)
+    num = optimal_allocation(lambda N, D: chinchilla_loss(EPOCH, N, D), 1e22, compute)
+    assert closed.method == "closed-form"
     assert rel(num.N, closed.N) < 1e-6
-    assert closed.C == pytest.approx(8 * closed.N * closed.D)
+    assert closed.C == pytest.approx(compute.k * closed.N**compute.gamma * closed.D)
+
+
+def test_closed_form_under_a_power_count_has_its_own_exponent():
+    # Under C = k N^gamma D, N_opt ~ C^(beta / (alpha + gamma beta)) (derived in chinchilla_split).
+    compute = ComputeModel(k=20.0, gamma=0.9)
+    lo, hi = chinchilla_optimal(EPOCH, 1e20, compute), chinchilla_optimal(EPOCH, 1e24, compute)
+    a = math.log(hi.N / lo.N) / math.log(1e4)
+    assert a == pytest.approx(EPOCH["beta"] / (EPOCH["alpha"] + 0.9 * EPOCH["beta"]), rel=1e-10)
+
+
+def test_vectorised_split_equals_scalar_allocation_for_every_compute_model():
+    # optimal_split (closed form or grid + golden section, all refits at once) against the scalar
+    # grid + Brent search of optimal_allocation, refit by refit.
+    law = get_law("chinchilla")
+    P = np.array([[EPOCH[k] for k in law.param_names], [HOFFMANN[k] for k in law.param_names]])
+    C = np.array([1e19, 5.76e23])
+    for compute in (SIX_ND, ComputeModel(k=20.0, gamma=0.9), ComputeModel(m=500.0, p=0.55)):
+        N, D = optimal_split(law, P, C, compute)
+        for b, params in enumerate((EPOCH, HOFFMANN)):
+            for j, c in enumerate(C):
+                ref = optimal_allocation(lambda n, d: chinchilla_loss(params, n, d), c, compute)
+                assert rel(N[b, j], ref.N) < 1e-6, (compute, b, c)
+                assert D[b, j] * compute.per_token(N[b, j]) == pytest.approx(c, rel=1e-12)
+        # The numeric path on a law without a closed form gives the same optimum.
+        Nn, _ = optimal_split(dataclasses.replace(law, name="chinchilla-numeric"), P, C, compute)
+        assert np.max(np.abs(Nn / N - 1)) < 1e-6
 
 
 def test_inference_aware_without_inference_is_chinchilla_optimal():

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from scalefit import cli, plots
+from scalefit.compute import SIX_ND, ComputeModel
 from scalefit.compare import compare_approaches, isoflop_method, isoflop_structure, snap_budgets
 from scalefit.optimal import chinchilla_loss, chinchilla_optimal
 from scalefit.report import ReportSummary, build_report, can_backtest, read_runs
@@ -17,12 +18,12 @@ TRUE = {"E": 1.8, "A": 400.0, "B": 1200.0, "alpha": 0.34, "beta": 0.31}
 A_TRUE = TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"])
 
 
-def isoflop_runs(noise=0.004, seed=0):
+def isoflop_runs(noise=0.004, seed=0, compute=SIX_ND):
     rng = np.random.default_rng(seed)
     rows = []
     for C in np.geomspace(1e17, 1e20, 7):
-        for N in chinchilla_optimal(TRUE, C).N * np.geomspace(1 / 6, 6, 7):
-            D = C / (6 * N)
+        for N in chinchilla_optimal(TRUE, C, compute).N * np.geomspace(1 / 6, 6, 7):
+            D = float(compute.tokens(C, N))
             rows.append((N, D, C, float(chinchilla_loss(TRUE, N, D)) * math.exp(noise * rng.standard_normal())))
     df = pd.DataFrame(rows, columns=["N", "D", "C", "loss"])
     df["run"] = [f"r{i}" for i in range(len(df))]
@@ -197,11 +198,19 @@ def test_report_for_a_law_without_compute(tmp_path):
     assert "does not depend on compute" in md and "No backtest: only 5 runs left" in md
 
 
-def test_note_when_runs_c_is_not_6nd():
-    from scalefit.report import _six_nd_note
-
-    runs = isoflop_runs()
-    assert _six_nd_note(read_runs(runs)) == ""  # C = 6ND exactly
-    runs["C"] *= 1.8  # e.g. exact FLOPs of byte-level models against non-embedding N
-    note = _six_nd_note(read_runs(runs, c_kind="exact", n_kind="non-embedding"))
-    assert "1.8x 6ND with N = non-embedding" in note and "take C = 6ND" in note
+def test_report_forecasts_budgets_in_the_runs_count_of_compute(tmp_path):
+    # Runs whose C is counted as D (6N + 40 N^0.6) (an exact count with attention and output layer,
+    # 1.2-2x 6ND here): the forecasts at 10x and 100x the largest budget are the law's optimum under
+    # that count, and Approach 3's a (in that count too) matches Approach 2's.
+    compute = ComputeModel(m=40.0, p=0.6)
+    runs = isoflop_runs(compute=compute)
+    s = build_report(runs, tmp_path, bootstrap=20, holdout=7, c_kind="exact")
+    md, _ = _check_rendered(s)
+    fitted = FitResult.load(s.fit_json).compute
+    assert fitted.basis == "6N + m N^p" and fitted.p == pytest.approx(0.6, abs=0.02)
+    for C, loss, lo, hi in s.forecasts:
+        truth = chinchilla_optimal(TRUE, C, compute).loss
+        assert loss == pytest.approx(truth, rel=0.02)
+        assert abs(loss / chinchilla_optimal(TRUE, C).loss - 1) > abs(loss / truth - 1)
+    assert "Compute convention: budgets here are C as the runs count it (exact), C = D (6 N + " in md
+    assert not s.disagreements
