@@ -93,8 +93,14 @@ class Comparison:
             ci = lambda c: "" if c is None else f"[{c[0]:.3f}, {c[1]:.3f}]"  # noqa: E731
             lines.append(f"{e.approach:<22}{e.a:>8.3f}  {ci(e.a_ci):<20}{e.b:>8.3f}  {ci(e.b_ci):<20}{e.note}")
         lines += [f"skipped {s}" for s in self.skipped]
-        lines += [f"DISAGREE: {d}" for d in self.disagreements] or ["the approaches agree within their intervals"]
+        lines += [f"DISAGREE: {d}" for d in self.disagreements] or [self.verdict()]
         return "\n".join(lines)
+
+    def verdict(self) -> str:
+        """One sentence for a comparison without disagreements."""
+        if len(self.estimates) < 2:
+            return "only one approach could run here: nothing to compare it with"
+        return "the approaches agree within their intervals"
 
 
 def _from_power(name: str, res, level: float, note: str) -> ApproachEstimate:

@@ -257,7 +257,7 @@ def _blocks(title, table, result, comparison, bt, why_not, fcs, figs, out):
         b += [("h2", "Compute-optimal exponents by approach (N_opt ~ C^a, D_opt ~ C^b)"),
               ("table", ["approach", "a", f"{pct} CI", "b", f"{pct} CI", "note"], rows),
               ("ul", [f"Not run: {s}" for s in comparison.skipped]
-               + ([f"DISAGREE: {d}" for d in comparison.disagreements] or ["The approaches agree within their intervals."]))]
+               + ([f"DISAGREE: {d}" for d in comparison.disagreements] or [comparison.verdict().capitalize() + "."]))]
     b.append(("h2", "Backtest"))
     if bt is None:
         b.append(("p", f"No backtest: {why_not}."))

@@ -54,6 +54,10 @@ def test_quickstart_trains_reports_and_reuses_runs(tmp_path, capsys):
         assert (out / name).is_file(), name
     md = (out / "report.md").read_text()
     assert "No backtest: only 6 runs left" in md
+    # Three budgets of these sizes leave Approaches 1 and 2 little to work with: the report says why
+    # each one missing did not run, and claims no agreement when only Approach 3 is left.
+    assert md.count("Not run: approach") >= 1
+    assert ("Only one approach could run here" in md) == (md.count("Not run: approach") == 2)
     fit = json.loads((out / "fit.json").read_text())
     assert fit["law"] == "chinchilla" and fit["n_points"] == 9
     for r in plan.runs:
