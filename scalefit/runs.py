@@ -51,7 +51,7 @@ SCHEMA: dict[str, str] = {
     "seed": "init and data seed", "parent": "run whose checkpoint this run started from",
     "corpus_fingerprint": "sha256 of the corpus", "source": "the run folder or outside file",
     # The fitter's view (scalefit.table.load_table): filled from the columns above.
-    "run": "= run_id", "N": "= N_<n_kind>", "C": "= C_<c_kind>", "loss": "= final_<loss>_loss",
+    "run": "= run_id", "N": "= N_<n_kind>", "C": "= C_exact, or 6 N D with the N above (c_kind 6ND)", "loss": "= final_<loss>_loss",
 }
 _NUMERIC = {"budget", "N_total", "N_non_embedding", "N_active", "D", "steps", "C_6N", "C_exact",
             "final_train_loss", "final_eval_loss", "wall_time", "wall_time_own", "d_model", "n_layer",
@@ -146,7 +146,10 @@ def _frame(rows: list[dict], n_kind: str, c_kind: str, loss: str, skipped: list,
     df = pd.DataFrame(rows, columns=[c for c in SCHEMA if c not in ("run", "N", "C", "loss")])
     for c in _NUMERIC & set(df.columns):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
-    df["run"], df["N"], df["C"] = df["run_id"], df[_N_COL[n_kind]], df[_C_COL[c_kind]]
+    df["run"], df["N"] = df["run_id"], df[_N_COL[n_kind]]
+    # 6ND is a convention of N as much as of C: the fitter's C is 6 D times the N it fits, whichever
+    # that is (C_6N keeps 6 N_active D, the FLOPs a dense or MoE step does).
+    df["C"] = 6.0 * df["N"] * df["D"] if c_kind == "6ND" else df[_C_COL[c_kind]]
     df["loss"] = df[f"final_{loss}_loss"]
     df = df[list(SCHEMA)]
     df.attrs.update({"source": source, "skipped": list(skipped), "n_convention": n_kind,

@@ -53,6 +53,10 @@ def test_run_table_schema_and_conventions(store):
     assert len(ft) == 2 and ft.c_kind == "exact" and set(ft.frame.run) == set(df.run_id)
     active = runs.load(store, n_kind="active", c_kind="6ND", loss="train")
     assert (active.N == active.N_active).all() and (active.loss == active.final_train_loss).all()
+    # 6ND follows the N chosen: with total N the table is 6 N_total D, and the fitter takes it as 6ND.
+    total = runs.load(store, n_kind="total", c_kind="6ND")
+    assert (total.C == 6 * total.N_total * total.D).all() and (total.C > total.C_6N).all()
+    assert load_table(total).c_kind == "6ND"
     with pytest.raises(ValueError, match="n_kind"):
         runs.load(store, n_kind="embedding")
 
@@ -73,7 +77,7 @@ def test_export_csv_and_parquet_round_trip(store, tmp_path):
     np.testing.assert_array_equal(back.final_eval_loss, df.final_eval_loss)
     assert cli.main(["runs", "export", str(store), str(tmp_path / "t.csv"), "--c-kind", "6ND"]) == 0
     csv = pd.read_csv(tmp_path / "t.csv")
-    np.testing.assert_allclose(csv.C, df.C_6N)
+    np.testing.assert_allclose(csv.C, 6 * df.N_total * df.D)  # 6ND in the exported N (total)
     with pytest.raises(ValueError, match="expected a .csv or .parquet"):
         runs.export(store, tmp_path / "t.xlsx")
 
