@@ -69,3 +69,14 @@ def test_quickstart_trains_reports_and_reuses_runs(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "9 completed" in text and "0 to train" in text
     assert stamps == {r: (store / r / "summary.json").stat().st_mtime_ns for r in stamps}
+
+
+def test_default_sweep_is_the_shipped_quickstart():
+    from pathlib import Path
+
+    from scalefit.cli.decide import quickstart_file
+
+    path = quickstart_file()
+    assert path == Path(__file__).resolve().parent.parent / "experiments" / "quickstart.toml"
+    plan = plan_sweep(path)
+    assert len(plan.runs) == 16 and not plan.warnings
