@@ -347,7 +347,7 @@ def allocation_curve(result: FitResult, C, level: float | None = None) -> dict[s
     point = np.array([[result.params[k].value for k in law.param_names]])
     N0, D0 = (x[0] for x in optimal_split(law, point, C, result.compute))  # [m] each
     out = {"C": C, "N": N0, "D": D0}
-    rows = result._finite_samples()
+    rows = result.finite_samples()
     if len(rows) > 1:
         Ns, Ds = optimal_split(law, rows, C, result.compute)  # [B, m] each
         q = 100 * (1 - level) / 2

@@ -256,7 +256,9 @@ def inference_aware_optimal(
     def log_total(x: float) -> float:
         N = math.exp(x)
         D = tokens_for_loss(loss_fn, N, target_loss)
-        return math.log(float(compute.per_token(N)) * (D + inference_fraction * d_inf)) if math.isfinite(D) else math.inf
+        if not math.isfinite(D):
+            return math.inf
+        return math.log(float(compute.per_token(N)) * (D + inference_fraction * d_inf))
 
     N = math.exp(_argmin_log_n(log_total, lo, hi))
     D = tokens_for_loss(loss_fn, N, target_loss)

@@ -83,7 +83,7 @@ class FitResult:
         """Point estimates of the reported parameters, by name."""
         return {k: e.value for k, e in self.params.items()}
 
-    def _finite_samples(self) -> np.ndarray:
+    def finite_samples(self) -> np.ndarray:
         """Bootstrap draws [B', K] with failed refits (NaN rows) left out."""
         if self.samples is None:
             return np.empty((0, len(self.params)))
@@ -130,7 +130,7 @@ class FitResult:
             raise ValueError(f"the optimum of {self.law} at C = {C:.3g} lies outside D/N in e^-24..e^24")
         values = {"N": N, "D": D, "loss": float(law.predict(self.values(), N=N, D=D)), "tokens_per_param": D / N}
         draws = None
-        rows = self._finite_samples()
+        rows = self.finite_samples()
         if len(rows):
             Ns, Ds = (x[:, 0] for x in optimal_split(law, rows, C, self.compute))
             draws = {"N": Ns, "D": Ds, "loss": law.predict_paired(rows, N=Ns, D=Ds), "tokens_per_param": Ds / Ns}
@@ -160,7 +160,7 @@ class FitResult:
             return np.log(N) @ x / (x @ x), np.log(D) @ x / (x @ x)
 
         a0, b0 = slopes(np.array([[self.params[k].value for k in law.param_names]]))
-        rows = self._finite_samples()
+        rows = self.finite_samples()
         sa, sb = slopes(rows) if len(rows) else (None, None)
         return {"a": Estimate.of(a0[0], sa, self.ci_level), "b": Estimate.of(b0[0], sb, self.ci_level)}
 
