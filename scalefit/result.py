@@ -179,9 +179,10 @@ class FitResult:
             ci = "" if e.ci is None else f"[{e.ci[0]:.5g}, {e.ci[1]:.5g}]"
             lines.append(f"  {name:<16}{e.value:>14.6g}{se:>12}   {ci}")
         lines.append(f"  compute: {self.compute.summary()}")
-        if self.derived and not self.compute.is_6nd:
-            lines.append(f"  note: {', '.join(self.derived)} above assume C = 6ND; exponents(C_range) gives "
-                         "them under this count of C")
+        exps = [k for k in ("a", "b") if k in self.derived]
+        if exps and not self.compute.is_6nd:
+            lines.append(f"  note: {' and '.join(exps)} above assume C = 6ND; exponents(C_range) gives them "
+                         "under this count of C")
         m = self.method
         lines.append(f"  objective {self.objective:.10g} ({m.get('loss')}, delta={m.get('delta')}); "
                      f"status {self.status}, |grad| {m.get('grad_norm', float('nan')):.2g}")

@@ -63,6 +63,13 @@ def test_quickstart_trains_reports_and_reuses_runs(tmp_path, capsys):
     for r in plan.runs:
         assert json.loads((store / r.spec.run_id / "summary.json").read_text())["status"] == "completed"
 
+    # The run store fits directly too, its logged curves going to Approach 1, its exact C to the
+    # compute model.
+    assert cli.main(["fit", str(store), "--approach", "all", "--n-kind", "non-embedding"]) == 0
+    text = capsys.readouterr().out
+    assert "9 rows, 9 runs" in text and "N = non-embedding, C = exact" in text
+    assert "compute: C = D (" in text and "approach 1 (envelope)" in text.lower()
+
     # A second call trains nothing: every run is found completed and only the report is rebuilt.
     stamps = {r.spec.run_id: (store / r.spec.run_id / "summary.json").stat().st_mtime_ns for r in plan.runs}
     assert cli.main(argv) == 0

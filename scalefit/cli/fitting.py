@@ -11,9 +11,9 @@ from scalefit.cli.common import key_values
 
 def add_fit(sub) -> None:
     p = sub.add_parser("fit", help="fit a scaling law to a table of runs",
-                       description="Fit a scaling law to TABLE: a CSV/Parquet file or a reference "
-                                   "dataset name (scalefit datasets list).")
-    p.add_argument("table", help="CSV or Parquet file, or a reference dataset name")
+                       description="Fit a scaling law to TABLE: a CSV/Parquet file, a reference "
+                                   "dataset name (scalefit datasets list) or a run-store folder.")
+    p.add_argument("table", help="CSV or Parquet file, reference dataset name, or run-store folder")
     from scalefit.laws import LAWS
 
     p.add_argument("--law", default="chinchilla", choices=sorted(LAWS), help="law to fit")
@@ -29,7 +29,7 @@ def add_fit(sub) -> None:
     p.add_argument("--n-kind", default="total", choices=["total", "non-embedding", "active"],
                    help="which parameters N counts")
     p.add_argument("--c-kind", default=None, choices=["6ND", "exact", "reported", "unspecified"],
-                   help="how C was counted (default: from the data)")
+                   help="how C was counted (default: from the data; exact for a run store)")
     p.add_argument("--compute", type=float, action="append", default=[], metavar="C",
                    help="also print the compute-optimal N, D at C FLOPs (chinchilla law; repeatable)")
     p.add_argument("--holdout", type=float, default=0.15,
@@ -43,12 +43,15 @@ def add_fit(sub) -> None:
 
 
 def _fit(args) -> int:
-    from scalefit.fit import Objective, fit
-    from scalefit.table import load_table
+    from pathlib import Path
 
-    table = load_table(args.table, n_col=args.n_col, d_col=args.d_col, c_col=args.c_col,
-                       loss_col=args.loss_col, run_col=args.run_col, weight_col=args.weight_col,
-                       n_kind=args.n_kind, c_kind=args.c_kind)
+    from scalefit.fit import Objective, fit
+    from scalefit.report import read_runs, store_curves
+
+    table = read_runs(args.table, n_col=args.n_col, d_col=args.d_col, c_col=args.c_col,
+                      loss_col=args.loss_col, run_col=args.run_col, weight_col=args.weight_col,
+                      n_kind=args.n_kind, c_kind=args.c_kind)
+    store = Path(args.table).is_dir()
     objective = Objective(args.delta, args.over_penalty)
     result = fit(table, args.law, objective=objective, bootstrap_resamples=args.bootstrap, seed=args.seed,
                  ci_level=args.ci, progress=args.bootstrap >= 200)
@@ -66,7 +69,9 @@ def _fit(args) -> int:
     if args.approach == "all":
         from scalefit.compare import compare_approaches
 
-        print(compare_approaches(table, result, level=args.ci))
+        # A run store's logs are training curves: Approach 1 reads them.
+        curves = store_curves(args.table, table) if store else None
+        print(compare_approaches(table, result, curves=curves, level=args.ci))
         _print_kaplan_frontier(table, result)
     if args.holdout > 0:
         from scalefit.forecast import backtest
