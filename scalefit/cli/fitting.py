@@ -108,7 +108,8 @@ def _print_kaplan_frontier(table, result) -> None:
     p = result.values()
     if {"alpha", "beta"} <= set(p):
         print(f"  Approach 3 implies alpha_C = alpha beta / (alpha + beta) = "
-              f"{p['alpha'] * p['beta'] / (p['alpha'] + p['beta']):.4g} for the reducible loss")
+              f"{p['alpha'] * p['beta'] / (p['alpha'] + p['beta']):.4g} for the reducible loss"
+              + ("" if result.compute.is_6nd else " if C were 6ND"))
 
 
 def add_datasets(sub) -> None:
