@@ -344,8 +344,7 @@ def allocation_curve(result: FitResult, C, level: float | None = None) -> dict[s
         raise ValueError(f"allocation curves need a law in N and D, not {result.law} ({result.formula})")
     level = result.ci_level if level is None else level
     C = np.atleast_1d(np.asarray(C, float))  # [m]
-    point = np.array([[result.params[k].value for k in law.param_names]])
-    N0, D0 = (x[0] for x in optimal_split(law, point, C, result.compute))  # [m] each
+    N0, D0 = (x[0] for x in optimal_split(law, result.point(), C, result.compute))  # [m] each
     out = {"C": C, "N": N0, "D": D0}
     rows = result.finite_samples()
     if len(rows) > 1:

@@ -83,6 +83,10 @@ class FitResult:
         """Point estimates of the reported parameters, by name."""
         return {k: e.value for k, e in self.params.items()}
 
+    def point(self) -> np.ndarray:
+        """The point estimates as one row [1, K] in the law's parameter order (as `samples` rows)."""
+        return np.array([[self.params[k].value for k in get_law(self.law).param_names]])
+
     def finite_samples(self) -> np.ndarray:
         """Bootstrap draws [B', K] with failed refits (NaN rows) left out."""
         if self.samples is None:
@@ -124,8 +128,7 @@ class FitResult:
         C = float(C)
         if not (math.isfinite(C) and C > 0):
             raise ValueError(f"C must be a finite number > 0, got {C!r}")
-        point = np.array([[self.params[k].value for k in law.param_names]])
-        N, D = (float(x[0, 0]) for x in optimal_split(law, point, C, self.compute))
+        N, D = (float(x[0, 0]) for x in optimal_split(law, self.point(), C, self.compute))
         if not math.isfinite(N):
             raise ValueError(f"the optimum of {self.law} at C = {C:.3g} lies outside D/N in e^-24..e^24")
         values = {"N": N, "D": D, "loss": float(law.predict(self.values(), N=N, D=D)), "tokens_per_param": D / N}
@@ -159,7 +162,7 @@ class FitResult:
             N, D = optimal_split(law, P, C, self.compute)  # [B, m]
             return np.log(N) @ x / (x @ x), np.log(D) @ x / (x @ x)
 
-        a0, b0 = slopes(np.array([[self.params[k].value for k in law.param_names]]))
+        a0, b0 = slopes(self.point())
         rows = self.finite_samples()
         sa, sb = slopes(rows) if len(rows) else (None, None)
         return {"a": Estimate.of(a0[0], sa, self.ci_level), "b": Estimate.of(b0[0], sb, self.ci_level)}
