@@ -51,7 +51,8 @@ SCHEMA: dict[str, str] = {
     "seed": "init and data seed", "parent": "run whose checkpoint this run started from",
     "corpus_fingerprint": "sha256 of the corpus", "source": "the run folder or outside file",
     # The fitter's view (scalefit.table.load_table): filled from the columns above.
-    "run": "= run_id", "N": "= N_<n_kind>", "C": "= C_exact, or 6 N D with the N above (c_kind 6ND)", "loss": "= final_<loss>_loss",
+    "run": "= run_id", "N": "= N_<n_kind>", "C": "= C_exact, or 6 N D with the N above (c_kind 6ND)",
+    "loss": "= final_<loss>_loss",
 }
 _NUMERIC = {"budget", "N_total", "N_non_embedding", "N_active", "D", "steps", "C_6N", "C_exact",
             "final_train_loss", "final_eval_loss", "wall_time", "wall_time_own", "d_model", "n_layer",

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from scalefit import datasets
+from scalefit.compute import SIXND_EXACT_RTOL
 
 N_KINDS = ("total", "non-embedding", "active")
 C_KINDS = ("6ND", "exact", "reported", "unspecified")
@@ -300,8 +301,8 @@ def _infer_c_kind(num: dict, notes: list[str]) -> str:
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = np.abs(num["C"] / (6.0 * num["N"] * num["D"]) - 1.0)
     ok = np.isfinite(rel)
-    if ok.any() and np.all(rel[ok] <= 1e-6):
-        notes.append("c_kind inferred as 6ND: C equals 6 N D to 1e-6 on every row")
+    if ok.any() and np.all(rel[ok] <= SIXND_EXACT_RTOL):
+        notes.append(f"c_kind inferred as 6ND: C equals 6 N D to {SIXND_EXACT_RTOL:g} on every row")
         return "6ND"
     notes.append("c_kind unspecified: C is not 6ND and no convention was given")
     return "unspecified"
