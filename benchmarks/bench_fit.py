@@ -17,9 +17,9 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import huber
 
-from scalefit.fit import bootstrap, multistart
-from scalefit.laws import CHINCHILLA
-from scalefit.table import load_table
+from scalefit.fitting.fitter import bootstrap, multistart
+from scalefit.fitting.laws import CHINCHILLA
+from scalefit.fitting.table import load_table
 
 DELTA = 1e-3
 

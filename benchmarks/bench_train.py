@@ -1,7 +1,7 @@
 """Training-step throughput of scalefit's JAX trainer beside two references measured in the same run.
 
 For each size (batch 16 x 256 tokens, AdamW, f32): tokens/s and model GFLOP/s (exact count:
-forward+backward matmuls incl. attention and the output layer, scalefit.counting) of one jitted
+forward+backward matmuls incl. attention and the output layer, scalefit.training.counting) of one jitted
 training step, beside
 
   (a) this machine's f32 matmul peak (a 2048^3 jnp.dot; the best of several measurements spread
@@ -36,17 +36,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scalefit import counting
-from scalefit.config import ModelConfig, TrainConfig, get_preset
-from scalefit.data import get_batch
-from scalefit.schedules import make_optimizer
-from scalefit.train import init_state, make_train_step
+from scalefit.training import counting
+from scalefit.training.config import ModelConfig, TrainConfig, get_preset
+from scalefit.training.corpus import get_batch
+from scalefit.training.optim import make_optimizer
+from scalefit.training.loop import init_state, make_train_step
 
 BATCH, SEQ = 16, 256
 
 
 def model_cfg(d: int, n_layer: int) -> ModelConfig:
-    """The size preset d<d>-l<L> (scalefit.config.PRESETS) at batch 16 x 256."""
+    """The size preset d<d>-l<L> (scalefit.training.config.PRESETS) at batch 16 x 256."""
     cfg = get_preset(f"d{d}-l{n_layer}")
     assert cfg.seq_len == SEQ and cfg.n_kv_head == cfg.n_head and not cfg.tie_embeddings
     return cfg
@@ -72,7 +72,7 @@ def matmul_peak(n: int = 2048, reps: int = 10) -> float:
 
 
 def jax_stepper(cfg: ModelConfig, tokens: np.ndarray, n_batches: int = 8) -> Callable[[], None]:
-    """A closure running one jitted AdamW training step (the step scalefit.train runs) to completion."""
+    """A closure running one jitted AdamW training step (the step scalefit.training.loop runs) to completion."""
     tcfg = TrainConfig(batch_size=BATCH, tokens=1e12)
     tx = make_optimizer(tcfg, 1000)
     state = init_state(cfg, tx, 0)
@@ -217,13 +217,13 @@ def main() -> None:
         torch_info, has_torch = "torch not installed", False
     if args.torch_child:
         d, n_layer = (int(v) for v in args.torch_child.split(":"))
-        from scalefit.data import load_corpus
+        from scalefit.training.corpus import load_corpus
 
         run = torch_stepper(model_cfg(d, n_layer), load_corpus().train)
         run()  # warm up: AdamW allocates its state on the first step
         print(json.dumps({"times": _step_times(run, args.steps)}))
         return
-    from scalefit.data import load_corpus
+    from scalefit.training.corpus import load_corpus
 
     tokens = load_corpus().train
     peaks = [matmul_peak()]

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalefit.approaches import (
+from scalefit.analysis.approach2 import (
     akima_minimum,
     approach2,
     approach2_by,
@@ -15,13 +15,13 @@ from scalefit.approaches import (
     isoflop_optima,
     parabola_minimum,
 )
-from scalefit.envelope import (
+from scalefit.analysis.approach1 import (
     approach1,
     envelope_exponent_bound,
     envelope_frontier,
     fit_frontier,
 )
-from scalefit.optimal import chinchilla_exponents, chinchilla_loss, chinchilla_optimal
+from scalefit.analysis.allocate import chinchilla_exponents, chinchilla_loss, chinchilla_optimal
 
 DATASETS = Path(__file__).resolve().parent.parent / "datasets"
 PORIAN = DATASETS / "porian2024"

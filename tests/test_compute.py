@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalefit.compute import SIX_ND, ComputeModel, fit_compute_model
-from scalefit.config import get_preset
-from scalefit.counting import flops_per_token, param_counts
-from scalefit.fit import fit
-from scalefit.forecast import forecast
-from scalefit.optimal import chinchilla_loss, chinchilla_optimal
-from scalefit.result import FitResult
+from scalefit.fitting.compute import SIX_ND, ComputeModel, fit_compute_model
+from scalefit.training.config import get_preset
+from scalefit.training.counting import flops_per_token, param_counts
+from scalefit.fitting.fitter import fit
+from scalefit.analysis.forecast import forecast
+from scalefit.analysis.allocate import chinchilla_loss, chinchilla_optimal
+from scalefit.fitting.result import FitResult
 
 QUICKSTART_LADDER = ["d16-l1", "d24-l1", "d32-l1", "d32-l2", "d48-l2", "d64-l2", "d64-l4", "d96-l3"]
 LARGER = ["d128-l4", "d192-l4", "d256-l4", "d384-l6", "d512-l6"]
@@ -20,7 +20,7 @@ TRUE = dict(E=1.7, A=60.0, B=900.0, alpha=0.34, beta=0.31)
 
 
 def exact_counts(names, seq_len=128):
-    """Non-embedding N and exact training FLOPs per token of presets, from scalefit.counting."""
+    """Non-embedding N and exact training FLOPs per token of presets, from scalefit.training.counting."""
     cfgs = [get_preset(n).with_overrides(seq_len=seq_len) for n in names]
     N = np.array([param_counts(c).non_embedding for c in cfgs], float)
     return N, np.array([flops_per_token(c).exact for c in cfgs], float)

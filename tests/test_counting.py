@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scalefit.config import PRESETS, ModelConfig
-from scalefit.counting import flops_per_token, param_counts
-from scalefit.model import _dropless_block, init_params, loss_fn
+from scalefit.training.config import PRESETS, ModelConfig
+from scalefit.training.counting import flops_per_token, param_counts
+from scalefit.training.model import _dropless_block, init_params, loss_fn
 
 BASE = ModelConfig(seq_len=64, d_model=64, n_layer=2, n_head=4, n_kv_head=4, d_ff=176)
 CONFIGS = {

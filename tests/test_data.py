@@ -5,7 +5,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from scalefit import data
+from scalefit.training import corpus as data
 
 
 def _write_docs(folder, n=40, size=300):

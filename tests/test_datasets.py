@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalefit import cli, datasets
+from scalefit import cli
+
+from scalefit.fitting import datasets
 
 ROWS = {
     "chinchilla": 240,

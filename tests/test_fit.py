@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from scalefit import cli
-from scalefit.fit import Objective, _solve_batch, fit, resample_weights
-from scalefit.laws import LAWS, get_law
-from scalefit.result import FitResult
+from scalefit.fitting.fitter import Objective, _solve_batch, fit, resample_weights
+from scalefit.fitting.laws import LAWS, get_law
+from scalefit.fitting.result import FitResult
 
 # Besiroglu et al. 2024 (Epoch), Hoffmann's method on the 240 rows: shared/data/README.md.
 EPOCH_HUBER = 0.0010182741
@@ -239,7 +239,7 @@ def test_cli_fit_writes_json(tmp_path, capsys):
 
 
 def test_pareto_frontier_keeps_runs_better_than_all_cheaper_ones():
-    from scalefit.envelope import pareto_frontier
+    from scalefit.analysis.approach1 import pareto_frontier
 
     C = np.array([1.0, 2.0, 2.0, 3.0, 4.0, 5.0])
     L = np.array([5.0, 4.0, 4.5, 4.2, 3.0, 3.5])

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from scipy.special import ndtri
 
-from scalefit.fit import fit
-from scalefit.forecast import (Backtest, Forecast, _mixture_quantiles, allocation_curve, backtest,
+from scalefit.fitting.fitter import fit
+from scalefit.analysis.forecast import (Backtest, Forecast, _mixture_quantiles, allocation_curve, backtest,
                                forecast, frontier_curve, holdout_split, predict_intervals, residual_sigma)
-from scalefit.optimal import chinchilla_loss, chinchilla_optimal
-from scalefit.result import FitResult
+from scalefit.analysis.allocate import chinchilla_loss, chinchilla_optimal
+from scalefit.fitting.result import FitResult
 
 TRUE = {"E": 1.8, "A": 400.0, "B": 1200.0, "alpha": 0.34, "beta": 0.31}
 NOISE = 0.004  # log-normal scatter of the synthetic runs

@@ -10,9 +10,9 @@ import numpy as np
 import optax
 import pytest
 
-from scalefit.config import PRESETS, ModelConfig, get_preset
-from scalefit import model
-from scalefit.model import forward, init_params, loss_fn, moe_mlp
+from scalefit.training.config import PRESETS, ModelConfig, get_preset
+from scalefit.training import model
+from scalefit.training.model import forward, init_params, loss_fn, moe_mlp
 
 CFG = ModelConfig(seq_len=16, d_model=32, n_layer=2, n_head=4, n_kv_head=2, d_ff=64)
 MOE = dataclasses.replace(CFG, n_expert=4, top_k=2)

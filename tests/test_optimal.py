@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalefit.compute import SIX_ND, ComputeModel
-from scalefit.constrained import (
+from scalefit.fitting.compute import SIX_ND, ComputeModel
+from scalefit.analysis.constrained import (
     data_constrained_loss,
     data_constrained_optimal,
     effective_data,
@@ -17,7 +17,7 @@ from scalefit.constrained import (
     epochs,
     params_for_tokens,
 )
-from scalefit.optimal import (
+from scalefit.analysis.allocate import (
     PEAK_BF16_FLOPS,
     accelerator_hours,
     chinchilla_exponents,
@@ -31,7 +31,7 @@ from scalefit.optimal import (
     tokens_for_loss,
 )
 
-from scalefit.laws import get_law
+from scalefit.fitting.laws import get_law
 
 DATASETS = Path(__file__).resolve().parent.parent / "datasets"
 

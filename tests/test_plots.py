@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalefit import plots
-from scalefit.approaches import isoflop_optima
-from scalefit.fit import fit
-from scalefit.optimal import chinchilla_loss, chinchilla_optimal
+from scalefit.report import plots
+from scalefit.analysis.approach2 import isoflop_optima
+from scalefit.fitting.fitter import fit
+from scalefit.analysis.allocate import chinchilla_loss, chinchilla_optimal
 
 TRUE = {"E": 1.8, "A": 400.0, "B": 1200.0, "alpha": 0.34, "beta": 0.31}
 

@@ -3,8 +3,10 @@
 import json
 import shutil
 
-from scalefit import cli, data
-from scalefit.plan import plan_sweep
+from scalefit import cli
+
+from scalefit.training import corpus as data
+from scalefit.sweep.plan import plan_sweep
 
 FILES = ["json/decoder.py", "json/encoder.py", "textwrap.py", "string.py", "heapq.py", "bisect.py",
          "fnmatch.py", "glob.py", "shlex.py", "difflib.py", "argparse.py", "calendar.py"]

@@ -5,11 +5,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from scalefit.compare import compare_approaches
-from scalefit.envelope import approach1
-from scalefit.fit import fit
-from scalefit.forecast import backtest
-from scalefit.table import load_table
+from scalefit.analysis.compare import compare_approaches
+from scalefit.analysis.approach1 import approach1
+from scalefit.fitting.fitter import fit
+from scalefit.analysis.forecast import backtest
+from scalefit.fitting.table import load_table
 
 HERE = Path(__file__).resolve().parent / "data" / "quickstart"
 

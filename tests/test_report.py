@@ -7,12 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalefit import cli, plots
-from scalefit.compute import SIX_ND, ComputeModel
-from scalefit.compare import compare_approaches, isoflop_method, isoflop_structure, snap_budgets
-from scalefit.optimal import chinchilla_loss, chinchilla_optimal
-from scalefit.report import ReportSummary, build_report, can_backtest, read_runs
-from scalefit.result import FitResult
+from scalefit import cli
+
+from scalefit.report import plots
+from scalefit.fitting.compute import SIX_ND, ComputeModel
+from scalefit.analysis.compare import compare_approaches, isoflop_method, isoflop_structure, snap_budgets
+from scalefit.analysis.allocate import chinchilla_loss, chinchilla_optimal
+from scalefit.report.build import ReportSummary, build_report, can_backtest, read_runs
+from scalefit.fitting.result import FitResult
 
 TRUE = {"E": 1.8, "A": 400.0, "B": 1200.0, "alpha": 0.34, "beta": 0.31}
 A_TRUE = TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"])
@@ -84,8 +86,8 @@ def test_compare_flags_disagreement():
     # Approach 2 sees the true law; the parametric fit is handed a result with a wrong, tight a.
     from dataclasses import replace
 
-    from scalefit.fit import fit
-    from scalefit.result import Estimate
+    from scalefit.fitting.fitter import fit
+    from scalefit.fitting.result import Estimate
 
     runs = isoflop_runs()
     res = fit(runs, "chinchilla")
@@ -154,7 +156,7 @@ def synthetic_curves():
 
 
 def test_compare_with_training_curves_runs_approach_1():
-    from scalefit.envelope import approach1, envelope_exponent_bound
+    from scalefit.analysis.approach1 import approach1, envelope_exponent_bound
 
     cmp = compare_approaches(isoflop_runs(), curves=synthetic_curves(), bootstrap_resamples=20)
     print(cmp)
@@ -169,8 +171,8 @@ def test_report_reads_a_run_store(tmp_path):
     """A real (tiny) run store: two runs of one shape; read_runs finds both with their conventions."""
     import shutil
 
-    from scalefit import data
-    from scalefit.sweep import run_sweep
+    from scalefit.training import corpus as data
+    from scalefit.sweep.run import run_sweep
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -184,7 +186,7 @@ def test_report_reads_a_run_store(tmp_path):
     table = read_runs(tmp_path / "runs")
     assert len(table.frame) == 2 and table.c_kind == "exact" and table.excluded == ()
     assert any("run store" in n for n in table.notes)
-    from scalefit.report import store_curves
+    from scalefit.report.build import store_curves
 
     cv = store_curves(tmp_path / "runs", table)
     assert set(cv["run"]) == set(table.frame["run"]) and cv["loss"].notna().all() and len(cv) >= 4

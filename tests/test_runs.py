@@ -8,9 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalefit import cli, data, runs
-from scalefit.sweep import run_sweep
-from scalefit.table import load_table
+from scalefit import cli
+
+from scalefit.training import corpus as data
+
+from scalefit.store import tables as runs
+from scalefit.sweep.run import run_sweep
+from scalefit.fitting.table import load_table
 
 FILES = ["json/decoder.py", "json/encoder.py", "textwrap.py", "string.py", "heapq.py", "bisect.py",
          "fnmatch.py", "glob.py", "shlex.py", "difflib.py"]

@@ -13,10 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scalefit import counting, data, runs
-from scalefit.plan import SweepFileError, format_plan, plan_sweep, read_sweep_file
-from scalefit.sweep import run_sweep
-from scalefit.train import train_run
+from scalefit.training import counting
+
+from scalefit.training import corpus as data
+
+from scalefit.store import tables as runs
+from scalefit.sweep.plan import SweepFileError, format_plan, plan_sweep, read_sweep_file
+from scalefit.sweep.run import run_sweep
+from scalefit.training.loop import train_run
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ["json/decoder.py", "json/encoder.py", "textwrap.py", "string.py", "heapq.py", "bisect.py",
@@ -159,7 +163,7 @@ def test_killed_sweep_resumes_without_retraining(grid_file, unbroken, tmp_path):
         time.sleep(0.02)
     assert partial is not None, "the sweep finished before it could be killed mid-run"
     assert runs.load(out).set_index("run_id").loc[partial, "status"] == "partial"
-    from scalefit.sweep import _checkpoint_step
+    from scalefit.sweep.run import _checkpoint_step
 
     ckpt_step = _checkpoint_step(out / partial)
     assert ckpt_step > 0

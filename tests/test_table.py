@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalefit import datasets
-from scalefit.table import FitTable, load_table
+from scalefit.fitting import datasets
+from scalefit.fitting.table import FitTable, load_table
 
 
 def _runs(n=6):

@@ -15,10 +15,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scalefit import cli, counting, data, model, train
-from scalefit.checkpoint import read_metrics
-from scalefit.config import ModelConfig, RunSpec, TrainConfig, get_preset
-from scalefit.schedules import cosine_schedule, lr_table, make_optimizer, make_schedule, wsd_schedule
+from scalefit import cli
+
+from scalefit.training import counting
+
+from scalefit.training import corpus as data
+
+from scalefit.training import model
+
+from scalefit.training import loop as train
+from scalefit.training.checkpoint import read_metrics
+from scalefit.training.config import ModelConfig, RunSpec, TrainConfig, get_preset
+from scalefit.training.optim import cosine_schedule, lr_table, make_optimizer, make_schedule, wsd_schedule
 
 TINY = ModelConfig(seq_len=32, d_model=32, n_layer=1, n_head=2, n_kv_head=2, d_ff=64)
 TINY_MOE = TINY.with_overrides(n_expert=4, top_k=1)
@@ -351,8 +359,9 @@ def test_lr_table_is_the_schedule():
 
 _KILLABLE = """
 import sys, time
-from scalefit import data, train
-from scalefit.config import ModelConfig, TrainConfig
+from scalefit.training import corpus as data
+from scalefit.training import loop as train
+from scalefit.training.config import ModelConfig, TrainConfig
 cfg = ModelConfig(seq_len=32, d_model=32, n_layer=1, n_head=2, n_kv_head=2, d_ff=64)
 corpus = data.load_corpus(sys.argv[1], val_fraction=0.1, cache_dir=sys.argv[3])
 tcfg = TrainConfig(batch_size=8, lr=3e-3, tokens=60 * 256, log_every=1, checkpoint_every=7,

@@ -35,9 +35,9 @@ def _quickstart(args) -> int:
     import time
     from pathlib import Path
 
-    from scalefit.plan import plan_sweep, read_sweep_file
-    from scalefit.report import build_report
-    from scalefit.sweep import run_sweep
+    from scalefit.sweep.plan import plan_sweep, read_sweep_file
+    from scalefit.report.build import build_report
+    from scalefit.sweep.run import run_sweep
 
     t0 = time.perf_counter()
     plan = plan_sweep(args.sweep or quickstart_file())
@@ -89,13 +89,13 @@ def add_plan(sub) -> None:
 
 
 def _plan(args) -> int:
-    from scalefit import optimal
+    from scalefit.analysis import allocate as optimal
 
-    from scalefit.compute import SIX_ND
+    from scalefit.fitting.compute import SIX_ND
 
     params, compute, n_kind = {}, SIX_ND, "total"
     if args.fit:
-        from scalefit.result import FitResult
+        from scalefit.fitting.result import FitResult
 
         result = FitResult.load(args.fit)
         if result.law != "chinchilla":
@@ -112,7 +112,7 @@ def _plan(args) -> int:
     if not params:
         raise ValueError("plan needs a fit result file or --param KEY=VALUE for E, A, B, alpha, beta")
     if args.unique_tokens is not None:
-        from scalefit.constrained import data_constrained_optimal
+        from scalefit.analysis.constrained import data_constrained_optimal
 
         alloc = data_constrained_optimal(params, args.compute, args.unique_tokens, compute)
     else:
@@ -149,8 +149,8 @@ def add_forecast(sub) -> None:
 
 
 def _forecast(args) -> int:
-    from scalefit.forecast import forecast
-    from scalefit.result import FitResult
+    from scalefit.analysis.forecast import forecast
+    from scalefit.fitting.result import FitResult
 
     print(forecast(FitResult.load(args.fit), N=args.N, D=args.D, C=args.compute, level=args.level))
     return 0
@@ -160,7 +160,7 @@ def add_report(sub) -> None:
     p = sub.add_parser("report", help="fit, backtest, forecast and plot into a one-page report")
     p.add_argument("source", help="run-store folder, CSV/Parquet file or reference dataset name")
     p.add_argument("--out", required=True, help="folder for report.md, report.html, figures, fit.json")
-    from scalefit.laws import LAWS
+    from scalefit.fitting.laws import LAWS
 
     p.add_argument("--law", default="chinchilla", choices=sorted(LAWS), help="law to fit")
     p.add_argument("--bootstrap", type=int, default=200, metavar="B", help="bootstrap resamples of runs")
@@ -174,7 +174,7 @@ def add_report(sub) -> None:
 
 
 def _report(args) -> int:
-    from scalefit.report import build_report
+    from scalefit.report.build import build_report
 
     holdout = int(args.holdout) if args.holdout >= 1 else args.holdout
     s = build_report(args.source, args.out, law=args.law, bootstrap=args.bootstrap, seed=args.seed,

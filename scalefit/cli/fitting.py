@@ -14,7 +14,7 @@ def add_fit(sub) -> None:
                        description="Fit a scaling law to TABLE: a CSV/Parquet file, a reference "
                                    "dataset name (scalefit datasets list) or a run-store folder.")
     p.add_argument("table", help="CSV or Parquet file, reference dataset name, or run-store folder")
-    from scalefit.laws import LAWS
+    from scalefit.fitting.laws import LAWS
 
     p.add_argument("--law", default="chinchilla", choices=sorted(LAWS), help="law to fit")
     p.add_argument("--bootstrap", type=int, default=0, metavar="B",
@@ -45,8 +45,8 @@ def add_fit(sub) -> None:
 def _fit(args) -> int:
     from pathlib import Path
 
-    from scalefit.fit import Objective, fit
-    from scalefit.report import read_runs, store_curves
+    from scalefit.fitting.fitter import Objective, fit
+    from scalefit.report.build import read_runs, store_curves
 
     table = read_runs(args.table, n_col=args.n_col, d_col=args.d_col, c_col=args.c_col,
                       loss_col=args.loss_col, run_col=args.run_col, weight_col=args.weight_col,
@@ -67,15 +67,15 @@ def _fit(args) -> int:
         result = replace(result, derived=derived)  # so the JSON carries them too
     print(result.summary())
     if args.approach == "all":
-        from scalefit.compare import compare_approaches
+        from scalefit.analysis.compare import compare_approaches
 
         # A run store's logs are training curves: Approach 1 reads them.
         curves = store_curves(args.table, table) if store else None
         print(compare_approaches(table, result, curves=curves, level=args.ci))
         _print_kaplan_frontier(table, result)
     if args.holdout > 0:
-        from scalefit.forecast import backtest
-        from scalefit.report import can_backtest
+        from scalefit.analysis.forecast import backtest
+        from scalefit.report.build import can_backtest
 
         why_not = can_backtest(table, args.law, args.holdout)
         if why_not:
@@ -91,7 +91,7 @@ def _fit(args) -> int:
 
 def _print_kaplan_frontier(table, result) -> None:
     """Kaplan et al. 2020's L(C) = (C_c/C)^alpha_C (and + E) on the frontier of the table's runs."""
-    from scalefit.envelope import fit_frontier, pareto_frontier
+    from scalefit.analysis.approach1 import fit_frontier, pareto_frontier
 
     frame = table.frame
     idx = pareto_frontier(frame["C"], frame["loss"])
@@ -123,7 +123,7 @@ def add_datasets(sub) -> None:
 
 
 def _datasets_list(args) -> int:
-    from scalefit import datasets
+    from scalefit.fitting import datasets
 
     for name in datasets.names():
         info = datasets.info(name)
@@ -132,7 +132,7 @@ def _datasets_list(args) -> int:
 
 
 def _datasets_show(args) -> int:
-    from scalefit import datasets
+    from scalefit.fitting import datasets
 
     info = datasets.info(args.name)
     for k, v in info.items():
@@ -156,7 +156,7 @@ def add_isoflop(sub) -> None:
 def _isoflop(args) -> int:
     import pandas as pd
 
-    from scalefit.approaches import approach2, approach2_by
+    from scalefit.analysis.approach2 import approach2, approach2_by
 
     table = pd.read_csv(args.table).rename(columns=dict(key_values(args.rename, float_values=False)))
     results = approach2_by(table, args.by, method=args.method) if args.by else {args.table: approach2(

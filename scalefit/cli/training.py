@@ -11,7 +11,7 @@ import sys
 
 def add_train(sub) -> None:
     p = sub.add_parser("train", help="train one model to a token or FLOP budget (resumable run folder)")
-    p.add_argument("--preset", required=True, help="model size preset (see scalefit.config.PRESETS)")
+    p.add_argument("--preset", required=True, help="model size preset (see scalefit.training.config.PRESETS)")
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--tokens", type=float, help="training-token budget, e.g. 5e6")
     budget.add_argument("--flops", type=float, help="training-FLOP budget, e.g. 1e13")
@@ -35,8 +35,8 @@ def add_train(sub) -> None:
 
 
 def _train(args) -> int:
-    from scalefit.config import TrainConfig, get_preset
-    from scalefit.train import train
+    from scalefit.training.config import TrainConfig, get_preset
+    from scalefit.training.loop import train
 
     model_cfg = get_preset(args.preset)
     if args.seq_len is not None:
@@ -79,12 +79,12 @@ def add_sweep(sub) -> None:
 
 
 def _sweep_plan(args) -> int:
-    from scalefit.plan import format_plan, plan_sweep
+    from scalefit.sweep.plan import format_plan, plan_sweep
 
     plan = plan_sweep(args.file)
     walls = None
     if not args.no_calibrate:
-        from scalefit.sweep import calibrate, estimate_wall
+        from scalefit.sweep.run import calibrate, estimate_wall
 
         cal = calibrate(plan)
         walls = [estimate_wall(r, cal) for r in plan.runs]
@@ -95,7 +95,7 @@ def _sweep_plan(args) -> int:
 
 
 def _sweep_run(args) -> int:
-    from scalefit.sweep import run_sweep, summarize_overhead
+    from scalefit.sweep.run import run_sweep, summarize_overhead
 
     rep = run_sweep(args.file, args.out, executor=args.executor, ray_address=args.ray_address,
                     retry_diverged=args.retry_diverged)
@@ -120,14 +120,14 @@ def add_runs(sub) -> None:
 
 
 def _runs_ls(args) -> int:
-    from scalefit import runs
+    from scalefit.store import tables as runs
 
     print(runs.format_table(runs.load(args.dir)))
     return 0
 
 
 def _runs_export(args) -> int:
-    from scalefit import runs
+    from scalefit.store import tables as runs
 
     out = runs.export(args.dir, args.out, n_kind=args.n_kind, c_kind=args.c_kind)
     print(f"wrote {out}")

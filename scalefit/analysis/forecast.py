@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
-from scalefit.laws import get_law
-from scalefit.result import Estimate, FitResult
+from scalefit.fitting.laws import get_law
+from scalefit.fitting.result import Estimate, FitResult
 
 
 def residual_sigma(result: FitResult) -> float:
@@ -295,13 +295,13 @@ def backtest(data, law="chinchilla", *, holdout: float | int = 0.15, cutoff_C: f
              bootstrap_resamples: int = 100, seed: int = 0, level: float = 0.95, **fit_kwargs) -> Backtest:
     """Refit `law` without the largest-compute runs and score its forecasts of them.
 
-    data: anything `scalefit.fit.fit` takes (FitTable, DataFrame, path, dataset name; column
+    data: anything `scalefit.fitting.fitter.fit` takes (FitTable, DataFrame, path, dataset name; column
     keywords in fit_kwargs). Relative error of each held-out row is (L_pred - L_obs) / L_obs, L_pred
     the point forecast at the row's own inputs. Coverage counts rows inside the prediction interval
     of `predict_intervals`.
     """
-    from scalefit.fit import fit
-    from scalefit.table import FitTable, load_table
+    from scalefit.fitting.fitter import fit
+    from scalefit.fitting.table import FitTable, load_table
 
     table_kw = {k: fit_kwargs.pop(k) for k in list(fit_kwargs) if k.endswith("_col") or k in ("n_kind", "c_kind", "keep")}
     table = data if isinstance(data, FitTable) else load_table(data, **table_kw)
@@ -332,12 +332,12 @@ def backtest(data, law="chinchilla", *, holdout: float | int = 0.15, cutoff_C: f
 def allocation_curve(result: FitResult, C, level: float | None = None) -> dict[str, np.ndarray]:
     """Compute-optimal N_opt(C), D_opt(C) of a fit in (N, D) on a grid of budgets, with bootstrap bands.
 
-    `scalefit.optimal.optimal_split` under the fit's compute model, vectorised over budgets and
+    `scalefit.analysis.allocate.optimal_split` under the fit's compute model, vectorised over budgets and
     bootstrap refits (closed form of Hoffmann et al. 2022, eq. 4, for the Chinchilla law under 6ND).
     Returns arrays of len(C): C, N, N_low, N_high, D, D_low, D_high (without bootstrap samples the
     band collapses onto the point).
     """
-    from scalefit.optimal import optimal_split
+    from scalefit.analysis.allocate import optimal_split
 
     law = get_law(result.law)
     if law.inputs != ("N", "D"):

@@ -21,8 +21,8 @@ from typing import Mapping
 
 import numpy as np
 
-from scalefit.compute import SIX_ND, ComputeModel
-from scalefit.optimal import Allocation, _positive, _require, optimal_allocation
+from scalefit.fitting.compute import SIX_ND, ComputeModel
+from scalefit.analysis.allocate import Allocation, _positive, _require, optimal_allocation
 
 CONSTRAINED_KEYS = ("E", "A", "B", "alpha", "beta", "R_D_star", "R_N_star")
 

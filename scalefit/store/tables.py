@@ -4,7 +4,7 @@ ingest of outside logs (CSV, JSONL, Parquet, a W&B runs export) into the same ru
 Conventions (docs/conventions.md): N_total includes embeddings (Hoffmann et al. 2022's N),
 N_non_embedding is Kaplan et al. (2020)'s N, N_active the non-embedding parameters one token uses
 (MoE). D = training tokens. C_6N = 6 * N_active * D; C_exact = exact matmul FLOPs (forward +
-backward) per token * D (scalefit.counting). Losses are nats per token. The fitter's columns N, C,
+backward) per token * D (scalefit.training.counting). Losses are nats per token. The fitter's columns N, C,
 loss and run are filled from these by ``n_kind`` / ``c_kind`` / ``loss`` and named in ``df.attrs``.
 
 Damaged records never stop a load and are never dropped silently: a run folder whose spec.json or
@@ -50,7 +50,7 @@ SCHEMA: dict[str, str] = {
     "schedule": "cosine | constant | wsd", "lr": "peak learning rate", "batch_size": "sequences per step",
     "seed": "init and data seed", "parent": "run whose checkpoint this run started from",
     "corpus_fingerprint": "sha256 of the corpus", "source": "the run folder or outside file",
-    # The fitter's view (scalefit.table.load_table): filled from the columns above.
+    # The fitter's view (scalefit.fitting.table.load_table): filled from the columns above.
     "run": "= run_id", "N": "= N_<n_kind>", "C": "= C_exact, or 6 N D with the N above (c_kind 6ND)",
     "loss": "= final_<loss>_loss",
 }
@@ -191,7 +191,7 @@ def load(root: str | os.PathLike, *, n_kind: str = "total", c_kind: str = "exact
 
     n_kind ("total" | "non-embedding" | "active"), c_kind ("exact" | "6ND") and loss ("eval" |
     "train") choose what the fitter's N, C and loss columns hold; ``df.attrs`` names them
-    (n_convention, c_convention) so `scalefit.table.load_table(df)` reads the convention. Damaged
+    (n_convention, c_convention) so `scalefit.fitting.table.load_table(df)` reads the convention. Damaged
     files are listed in ``df.attrs["skipped"]``.
     """
     return load_store(root, n_kind=n_kind, c_kind=c_kind, loss=loss)[0]

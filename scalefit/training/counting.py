@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scalefit.config import ModelConfig
+from scalefit.training.config import ModelConfig
 
 
 @dataclass(frozen=True)

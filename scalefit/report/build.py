@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scalefit.laws import get_law
-from scalefit.result import FitResult
+from scalefit.fitting.laws import get_law
+from scalefit.fitting.result import FitResult
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class ReportSummary:
     out_dir: Path  # folder holding everything below
     markdown: Path  # report.md
     html: Path  # report.html (same content, images linked by relative path)
-    fit_json: Path  # the full FitResult (scalefit.result.FitResult.load reads it)
+    fit_json: Path  # the full FitResult (scalefit.fitting.result.FitResult.load reads it)
     figures: tuple[Path, ...]  # PNGs, in the order the report shows them
     law: str  # law fitted
     n_runs: int  # runs fitted (after exclusions)
@@ -43,16 +43,16 @@ class ReportSummary:
 def read_runs(source, **table_kwargs):
     """A `FitTable` from a DataFrame, CSV/Parquet path, dataset name, or run-store folder.
 
-    A folder is read with `scalefit.runs.load` (final loss per run; N and C as `table_kwargs` n_kind
+    A folder is read with `scalefit.store.tables.load` (final loss per run; N and C as `table_kwargs` n_kind
     and c_kind name them); runs whose status is not "completed" are excluded there with that reason,
     so the report counts them.
     """
-    from scalefit.table import FitTable, load_table
+    from scalefit.fitting.table import FitTable, load_table
 
     if isinstance(source, FitTable):
         return source
     if isinstance(source, (str, Path)) and Path(source).is_dir():
-        from scalefit import runs
+        from scalefit.store import tables as runs
 
         df = runs.load(source, n_kind=table_kwargs.get("n_kind", "total"), c_kind=table_kwargs.get("c_kind") or "exact")
         skipped = list(df.attrs.get("skipped", []))
@@ -76,7 +76,7 @@ def read_runs(source, **table_kwargs):
 def store_curves(folder, table) -> pd.DataFrame:
     """Training curves of a run store for Approach 1: run, N, D (tokens so far), C (FLOPs so far, in
     the table's convention), loss (evaluation loss; steps without an evaluation are left out)."""
-    from scalefit import runs
+    from scalefit.store import tables as runs
 
     cv = runs.load_curves(folder)
     per_run = table.frame.set_index("run")["N"]
@@ -92,7 +92,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def _figures(table, result: FitResult, bt, out: Path, optima, iso_table, C_top: float) -> list[tuple[Path, str]]:
-    from scalefit import plots
+    from scalefit.report import plots
 
     figs = []
     frame = table.frame
@@ -130,7 +130,7 @@ def can_backtest(table, law, holdout) -> str:
     parameters) spanning at least a factor MIN_BACKTEST_SPAN of compute. A factor 4-8 is far from the
     decades of a production sweep, but the forecast of the next budget from it is still a real test of
     the fitted exponents; the report says how far the fitted runs reach and how far the forecast goes."""
-    from scalefit.forecast import holdout_split
+    from scalefit.analysis.forecast import holdout_split
 
     frame = table.frame
     try:
@@ -155,17 +155,17 @@ def build_report(source, out_dir, *, law: str = "chinchilla", bootstrap: int = 2
     """Fit, compare approaches, backtest, forecast and plot; write report.md/.html into `out_dir`.
 
     source: DataFrame, CSV/Parquet path, reference dataset name, or run-store folder. The fit is
-    Approach 3 (`scalefit.fit.fit`, `bootstrap` run-level resamples); Approach 2 runs when budgets
+    Approach 3 (`scalefit.fitting.fitter.fit`, `bootstrap` run-level resamples); Approach 2 runs when budgets
     (C grouped within a factor 1 + budget_rtol) hold >= 3 sizes each for >= 3 budgets, Approach 1
     when training curves are given (`curves`: run, N, D, C, loss; read from a run store's logs
-    automatically); the backtest (`scalefit.forecast.backtest`, `holdout`) when
+    automatically); the backtest (`scalefit.analysis.forecast.backtest`, `holdout`) when
     `can_backtest` allows. Forecasts at 10x and 100x the largest C are compute-optimal for the
     Chinchilla law and on the L(C) frontier for laws in C.
     """
-    from scalefit.compare import compare_approaches, isoflop_method, isoflop_structure, snap_budgets
-    from scalefit.approaches import isoflop_optima
-    from scalefit.fit import fit
-    from scalefit.forecast import backtest, forecast
+    from scalefit.analysis.compare import compare_approaches, isoflop_method, isoflop_structure, snap_budgets
+    from scalefit.analysis.approach2 import isoflop_optima
+    from scalefit.fitting.fitter import fit
+    from scalefit.analysis.forecast import backtest, forecast
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

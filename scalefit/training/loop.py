@@ -40,12 +40,13 @@ import numpy as np
 import optax
 
 import scalefit
-from scalefit import counting, model
-from scalefit.checkpoint import (load_checkpoint, read_json, save_checkpoint, truncate_metrics,
+from scalefit.training import counting
+from scalefit.training import model
+from scalefit.training.checkpoint import (load_checkpoint, read_json, save_checkpoint, truncate_metrics,
                                  write_json)
-from scalefit.config import ModelConfig, RunSpec, TrainConfig
-from scalefit.data import Corpus, check_length, eval_batches, get_batch, load_corpus
-from scalefit.schedules import lr_table, make_optimizer, warmup_steps
+from scalefit.training.config import ModelConfig, RunSpec, TrainConfig
+from scalefit.training.corpus import Corpus, check_length, eval_batches, get_batch, load_corpus
+from scalefit.training.optim import lr_table, make_optimizer, warmup_steps
 
 FINISHED = ("completed", "diverged")
 

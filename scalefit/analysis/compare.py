@@ -122,10 +122,10 @@ def compare_approaches(table, result=None, *, curves: pd.DataFrame | None = None
     (a two-sided test treating them as independent, which, from the same runs, they are not: the
     flag is conservative in that it fires less often than it should).
     """
-    from scalefit.approaches import approach2
-    from scalefit.envelope import approach1
-    from scalefit.fit import fit
-    from scalefit.table import FitTable, load_table
+    from scalefit.analysis.approach2 import approach2
+    from scalefit.analysis.approach1 import approach1
+    from scalefit.fitting.fitter import fit
+    from scalefit.fitting.table import FitTable, load_table
 
     ft = table if isinstance(table, FitTable) else load_table(table)
     frame = ft.frame

@@ -20,10 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scalefit.compute import fit_compute_model
-from scalefit.laws import Law, get_law
+from scalefit.fitting.compute import fit_compute_model
+from scalefit.fitting.laws import Law, get_law
 
-# RMS log misfit of C = D F(N) over the rows above which the fit warns (`scalefit.compute`).
+# RMS log misfit of C = D F(N) over the rows above which the fit warns (`scalefit.fitting.compute`).
 COMPUTE_RMS_WARN = 0.05
 
 
@@ -244,15 +244,15 @@ def fit(data, law="chinchilla", *, objective: Objective = Objective(), bootstrap
         progress: bool = False, **table_kwargs):
     """Fit `law` to a table of runs: multi-start robust fit, then an optional run-level bootstrap.
 
-    data: a `scalefit.table.FitTable`, or anything `scalefit.table.load_table` reads (DataFrame,
+    data: a `scalefit.fitting.table.FitTable`, or anything `scalefit.fitting.table.load_table` reads (DataFrame,
     CSV/Parquet path, reference-dataset name) with its column-mapping keywords in `table_kwargs`.
     Minimises sum_i w_i rho(log L_law(x_i) - log L_i) (Hoffmann et al. 2022, App. D.2) from the law's
     start grid, and with `bootstrap_resamples` > 0 refits on resampled runs for standard errors and
     percentile intervals of every parameter and derived quantity. Returns a `FitResult`.
     """
     from scalefit import __version__
-    from scalefit.result import Estimate, FitResult
-    from scalefit.table import FitTable, load_table
+    from scalefit.fitting.result import Estimate, FitResult
+    from scalefit.fitting.table import FitTable, load_table
 
     table = data if isinstance(data, FitTable) else load_table(data, **table_kwargs)
     law = get_law(law)

@@ -22,7 +22,7 @@ Choices that mirror Porian et al.'s released analysis (analysis.py, `interp_flop
 They report each budget's n* as the median over 1,000 noise-perturbed copies of the curve; we use
 the minimum of the curve itself, which agrees with their n* to within their own bootstrap spread.
 
-Approach 1 (training-curve envelope) and the Kaplan L(C) frontier live in scalefit.envelope.
+Approach 1 (training-curve envelope) and the Kaplan L(C) frontier live in scalefit.analysis.approach1.
 Input tables use the run-table columns N, D, C, loss (FLOPs, tokens and parameters in whatever
 convention the table states; this module only takes logs of them).
 """

@@ -4,7 +4,7 @@ Everything here works on plain inputs: a mapping of named law parameters
 (``{"E", "A", "B", "alpha", "beta"}`` for the Chinchilla form) or any loss function ``L(N, D)``.
 Conventions: N is whatever parameter count the law was fitted with (Chinchilla: total parameters,
 embeddings included); C = D F(N) training FLOPs with F(N) = 6N unless a `ComputeModel` says otherwise
-(forward + backward matmuls, Kaplan et al. 2020 Sec. 2.1; `scalefit.compute`); loss in nats per token.
+(forward + backward matmuls, Kaplan et al. 2020 Sec. 2.1; `scalefit.fitting.compute`); loss in nats per token.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 import numpy as np
 from scipy.optimize import brentq, minimize_scalar
 
-from scalefit.compute import SIX_ND, ComputeModel
+from scalefit.fitting.compute import SIX_ND, ComputeModel
 
 LossFn = Callable[[float, float], float]  # L(N, D) -> loss (nats/token)
 
@@ -162,7 +162,7 @@ def optimal_split(law, params: np.ndarray, C, compute: ComputeModel = SIX_ND, n_
                   iters: int = 60) -> tuple[np.ndarray, np.ndarray]:
     """Compute-optimal (N, D) for every row of law parameters `params` [B, K] and budget in `C` [m].
 
-    `law` is a `scalefit.laws.Law` in (N, D). The Chinchilla law under a single-power compute model
+    `law` is a `scalefit.fitting.laws.Law` in (N, D). The Chinchilla law under a single-power compute model
     takes the closed form (`chinchilla_split`); any other pair is minimised over x = log N on an
     `n_grid`-point grid per budget (all rows at once), then by golden-section search inside the best
     cell (`iters` steps shrink it by 0.618^iters). Returns N, D [B, m]; NaN where the grid's minimum

@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from scalefit.checkpoint import CHECKPOINT_FILE, read_json, write_json
-from scalefit.plan import PlannedRun, SweepPlan, plan_sweep
+from scalefit.training.checkpoint import CHECKPOINT_FILE, read_json, write_json
+from scalefit.sweep.plan import PlannedRun, SweepPlan, plan_sweep
 
 def _process_start() -> float:
     """Unix time this process started (Linux: /proc/self/stat field 22 + boot time), else now."""
@@ -137,7 +137,7 @@ def execute_run(plan: SweepPlan, run: PlannedRun, out: str | os.PathLike, startu
 
     Safe to call in any process that sees ``out`` (this is what each Ray task runs).
     """
-    from scalefit.train import train_run
+    from scalefit.training.loop import train_run
 
     _compile_cache()
     out = Path(out)
@@ -162,7 +162,7 @@ def _compile_cache() -> None:
     a resumed or repeated run then skips its XLA compile."""
     import jax
 
-    from scalefit.data import default_cache_dir
+    from scalefit.training.corpus import default_cache_dir
 
     if not jax.config.jax_compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", str(default_cache_dir() / "jax"))
@@ -226,7 +226,7 @@ def run_sweep(sweep: str | os.PathLike | SweepPlan, out: str | os.PathLike | Non
     if executor == "local":
         results = _run_local(plan, todo, out, progress, log)
     elif executor == "ray":
-        from scalefit.sweep_ray import run_ray
+        from scalefit.sweep.ray_executor import run_ray
 
         results = run_ray(plan, todo, out, ray_address, log, progress)
     else:
@@ -276,9 +276,9 @@ def calibrate(plan: SweepPlan, steps: int = 4) -> Calibration:
     """Time ``steps`` training steps of the plan's smallest and largest model (by FLOPs per step)."""
     import jax
 
-    from scalefit.data import get_batch, load_corpus
-    from scalefit.schedules import make_optimizer
-    from scalefit.train import init_state, make_train_step
+    from scalefit.training.corpus import get_batch, load_corpus
+    from scalefit.training.optim import make_optimizer
+    from scalefit.training.loop import init_state, make_train_step
 
     runs = sorted(plan.runs, key=lambda r: r.flops_exact / r.steps)
     picks = [runs[0]] if runs[0].spec.model == runs[-1].spec.model else [runs[0], runs[-1]]

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-from scalefit.approaches import AllocationExponents, PowerLaw, fit_power_law, validate_table
+from scalefit.analysis.approach2 import AllocationExponents, PowerLaw, fit_power_law, validate_table
 
 
 @dataclass(frozen=True, eq=False)

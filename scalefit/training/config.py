@@ -94,7 +94,7 @@ def _dense(d: int, n_layer: int, n_head: int, n_kv_head: int | None = None, **kw
                        n_kv_head=n_head if n_kv_head is None else n_kv_head, d_ff=_ff(d), **kw)
 
 
-# Named sizes from ~3e3 to ~1e7 non-embedding parameters (see scalefit.counting.param_counts); the
+# Named sizes from ~3e3 to ~1e7 non-embedding parameters (see scalefit.training.counting.param_counts); the
 # d16/d24 ones are small enough for an IsoFLOP budget of ~1e11 FLOPs to sit at ~20k total parameters.
 # Names: d<d_model>-l<n_layer>; "-gqa<K>" = K key/value heads; "-tied" = tied embeddings;
 # "moe<E>-top<k>-" = E experts, each token routed to k of them (dropless).

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from scalefit.forecast import allocation_curve, frontier_curve, predict_intervals
-from scalefit.laws import get_law
-from scalefit.result import FitResult
+from scalefit.analysis.forecast import allocation_curve, frontier_curve, predict_intervals
+from scalefit.fitting.laws import get_law
+from scalefit.fitting.result import FitResult
 
 
 def figure(width: float = 6.0, height: float = 4.2):
@@ -49,10 +49,10 @@ def isoflop_curves(ax, table: pd.DataFrame, optima: pd.DataFrame | None = None, 
     """Loss against N for each FLOP budget C, with each curve's fitted minimum (Approach 2).
 
     `table` has columns N, C, loss (one budget per distinct C); `optima` is the first result of
-    `scalefit.approaches.isoflop_optima` (computed here with `method` when None). Flagged budgets'
+    `scalefit.analysis.approach2.isoflop_optima` (computed here with `method` when None). Flagged budgets'
     minima are drawn hollow: they are not used by the power-law fit.
     """
-    from scalefit.approaches import isoflop_optima
+    from scalefit.analysis.approach2 import isoflop_optima
 
     df = _frame(table)
     if optima is None:
@@ -85,7 +85,7 @@ def loss_vs_compute(ax, table, result: FitResult, *, extrapolate_to: float | Non
                     held_out: pd.DataFrame | None = None, level: float | None = None):
     """Runs' loss against compute, the fitted compute-optimal frontier, its extrapolation and bands.
 
-    The frontier (`scalefit.forecast.frontier_curve`) is solid over the fitted range of C and dashed
+    The frontier (`scalefit.analysis.forecast.frontier_curve`) is solid over the fitted range of C and dashed
     beyond it up to `extrapolate_to`; the dark band is the law's bootstrap interval, the light band
     the prediction interval for one run. `held_out` rows (a backtest's) are drawn as open markers.
     """
@@ -158,7 +158,7 @@ def loss_contours(ax, result: FitResult, table=None, *, C_range: tuple[float, fl
 def residuals(ax, table, result: FitResult, *, against: str = "C"):
     """Log residuals log L_obs - log L_fit of every run against C (or N, D), with +-sigma lines.
 
-    sigma is the run-to-run scatter the prediction intervals use (`scalefit.forecast.residual_sigma`).
+    sigma is the run-to-run scatter the prediction intervals use (`scalefit.analysis.forecast.residual_sigma`).
     Structure in this plot (a trend, a curve) means the law's form misfits, not just noise.
     """
     df = _frame(table)

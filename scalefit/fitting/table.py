@@ -1,7 +1,7 @@
 """The fitter's input layer: any table of runs -> a validated `FitTable` with named conventions.
 
 `load_table` accepts a DataFrame, a CSV or Parquet path, or a reference dataset name
-(`scalefit.datasets`), finds the N / D / C / loss columns, derives what is missing (D = C / (6N) or
+(`scalefit.fitting.datasets`), finds the N / D / C / loss columns, derives what is missing (D = C / (6N) or
 C = 6ND, Hoffmann et al. 2022 / Kaplan et al. 2020), and drops the rows a fit cannot use, each listed
 in `FitTable.excluded` with its row label and reason. Nothing is dropped silently.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scalefit import datasets
-from scalefit.compute import SIXND_EXACT_RTOL
+from scalefit.fitting import datasets
+from scalefit.fitting.compute import SIXND_EXACT_RTOL
 
 N_KINDS = ("total", "non-embedding", "active")
 C_KINDS = ("6ND", "exact", "reported", "unspecified")
@@ -84,7 +84,7 @@ def load_table(
 ) -> FitTable:
     """Read runs from `source` into a `FitTable` for the fitter.
 
-    source: a DataFrame, a path to a .csv / .parquet file, or a name from `scalefit.datasets.names()`.
+    source: a DataFrame, a path to a .csv / .parquet file, or a name from `scalefit.fitting.datasets.names()`.
     *_col: the column holding each field; None tries `CANDIDATES[field]`. N, loss and one of D or C
     are required; D missing -> D = C / (6N); C missing -> C = 6ND (both noted). A "U" column (unique
     tokens, data-constrained laws) is carried and validated when present; `keep` carries more columns.
@@ -196,7 +196,7 @@ def _read_source(source, n_kind: str) -> tuple[pd.DataFrame, str, list[str], str
         conv = df.attrs["n_convention"]
         if conv.startswith("mixed"):
             raise ValueError(
-                f"dataset {source!r} mixes N conventions ({conv}); load it with scalefit.datasets.load, "
+                f"dataset {source!r} mixes N conventions ({conv}); load it with scalefit.fitting.datasets.load, "
                 f"select rows of one convention and pass that DataFrame with n_kind=..."
             )
         if not conv.startswith(n_kind):

@@ -56,7 +56,7 @@ def data_dir() -> Path:
     (`pip install -e .`) finds it.
     """
     env = os.environ.get(ENV_VAR)
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "datasets"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "datasets"
 
 
 def path(name: str) -> Path:

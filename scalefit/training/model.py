@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scalefit.config import ModelConfig
+from scalefit.training.config import ModelConfig
 
 _NORM_EPS = 1e-5
 _EMBED_STD = 0.02  # GPT-2 / nanoGPT init for the (un)embedding matrices

@@ -6,7 +6,7 @@ settings and one design:
 - ``isoflop``: per FLOP budget C, the ``sizes_per_budget`` ladder shapes nearest (in log N) to the
   compute-optimal size of a prior D/N = ``tokens_per_param`` (Hoffmann et al. 2022 found ~20), so
   each IsoFLOP curve brackets its minimum; D = C / (FLOPs per token), FLOPs per token exact or 6N
-  (``flops_convention``; exact by default, see scalefit.counting).
+  (``flops_convention``; exact by default, see scalefit.training.counting).
 - ``grid``: sizes x token counts (Hoffmann et al. 2022, Approach 3 data).
 - ``wsd-ladder``: per size, one constant-rate trunk with a 1-sqrt cooldown branch for each token count
   (Hägele et al. 2024): branch i resumes the trunk's checkpoint at step S_i - K_i and cools down over
@@ -29,9 +29,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scalefit import counting
-from scalefit.config import PRESETS, ModelConfig, RunSpec, TrainConfig, get_preset
-from scalefit.train import tokens_per_step
+from scalefit.training import counting
+from scalefit.training.config import PRESETS, ModelConfig, RunSpec, TrainConfig, get_preset
+from scalefit.training.loop import tokens_per_step
 
 DESIGNS = ("isoflop", "grid", "wsd-ladder", "moe")
 # Allowed keys of each table of a sweep file; anything else is an error naming its line.
@@ -67,7 +67,7 @@ class PlannedRun:
     n_non_embedding: int  # Kaplan's N
     n_active: int  # non-embedding parameters used per token (MoE); == n_non_embedding when dense
     flops_6n: float  # 6 * n_active * tokens
-    flops_exact: float  # exact matmul FLOPs per token * tokens (scalefit.counting)
+    flops_exact: float  # exact matmul FLOPs per token * tokens (scalefit.training.counting)
 
     @property
     def own_steps(self) -> int:
@@ -188,7 +188,7 @@ def run_id(model: ModelConfig, train: TrainConfig, corpus_fingerprint: str, pare
 
 def _make(model, train, fp, corpus, *, label, preset, group, role="run", budget=None, parent=None,
           start_step=0) -> PlannedRun:
-    from scalefit.train import total_steps
+    from scalefit.training.loop import total_steps
 
     steps = total_steps(model, train)
     tokens = steps * tokens_per_step(model, train)
@@ -291,7 +291,7 @@ _BUILDERS = {"isoflop": _isoflop, "grid": _grid, "wsd-ladder": _ladder_runs, "mo
 
 def plan_sweep(path: str | Path) -> SweepPlan:
     """Read a sweep file and lay out every run (see the module docstring for the designs)."""
-    from scalefit.data import load_corpus
+    from scalefit.training.corpus import load_corpus
 
     p = Path(path)
     doc = read_sweep_file(p)
@@ -344,8 +344,8 @@ def format_plan(plan: SweepPlan, walls: list[float] | None = None) -> str:
     """The plan as a table, one line per run, then totals, the ladder's savings and the warnings.
 
     N: total / non-embedding / active parameters. D: training tokens. C: training FLOPs, 6N (=
-    6 * N_active * D) and exact (scalefit.counting); for ladder branches, including the trunk steps
-    they inherit. walls: estimated seconds per run on this machine (see scalefit.sweep.calibrate).
+    6 * N_active * D) and exact (scalefit.training.counting); for ladder branches, including the trunk steps
+    they inherit. walls: estimated seconds per run on this machine (see scalefit.sweep.run.calibrate).
     """
     head = (f"{'run':24s} {'run_id':26s} {'d':>4s} {'L':>2s} {'E/k':>5s} {'N_total':>9s} {'N_nonemb':>9s} "
             f"{'N_active':>9s} {'D':>9s} {'steps':>6s} {'C_6N':>9s} {'C_exact':>9s}" + ("  est." if walls else ""))

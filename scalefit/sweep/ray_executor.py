@@ -1,6 +1,6 @@
-"""The Ray executor of `scalefit.sweep.run_sweep`: one task per run, each on one worker CPU.
+"""The Ray executor of `scalefit.sweep.run.run_sweep`: one task per run, each on one worker CPU.
 
-Every task calls `scalefit.sweep.execute_run` on the shared run store, exactly what the local executor
+Every task calls `scalefit.sweep.run.execute_run` on the shared run store, exactly what the local executor
 does, so a run's folder is the same whichever executor trained it (batches are a pure function of
 seed and step). Ladder runs are submitted only once their parent has completed.
 """
@@ -12,14 +12,14 @@ import time
 import warnings
 from pathlib import Path
 
-from scalefit.plan import PlannedRun, SweepPlan
+from scalefit.sweep.plan import PlannedRun, SweepPlan
 
 _WORKER_CHARGED = False  # a worker process pays its start-up once, in its first task
 
 
 def _task(plan: SweepPlan, run: PlannedRun, out: str) -> dict:
     global _WORKER_CHARGED
-    from scalefit import sweep
+    from scalefit.sweep import run as sweep
 
     startup = 0.0 if _WORKER_CHARGED else max(0.0, time.time() - sweep._PROCESS_T0)
     _WORKER_CHARGED = True
@@ -28,7 +28,7 @@ def _task(plan: SweepPlan, run: PlannedRun, out: str) -> dict:
 
 def _runtime_env() -> dict:
     # Workers must import this copy of scalefit even when it is not installed (a source checkout).
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     return {"env_vars": {"PYTHONPATH": path}}
 
@@ -42,7 +42,7 @@ def run_ray(plan: SweepPlan, todo: list[PlannedRun], out: Path, address: str | N
         raise ValueError("the ray executor needs Ray: pip install 'ray>=2.9'") from None
     from tqdm.auto import tqdm
 
-    from scalefit.sweep import Timing, run_status
+    from scalefit.sweep.run import Timing, run_status
 
     started_here = not ray.is_initialized()
     if started_here:

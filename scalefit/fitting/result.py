@@ -16,8 +16,8 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
-from scalefit.compute import SIX_ND, ComputeModel
-from scalefit.laws import get_law
+from scalefit.fitting.compute import SIX_ND, ComputeModel
+from scalefit.fitting.laws import get_law
 
 SCHEMA = "scalefit.fit/1"
 
@@ -51,9 +51,9 @@ class Prediction(NamedTuple):
 
 @dataclass(frozen=True)
 class FitResult:
-    """Everything one fit produced. Build with `scalefit.fit.fit`; read back with `FitResult.load`."""
+    """Everything one fit produced. Build with `scalefit.fitting.fitter.fit`; read back with `FitResult.load`."""
 
-    law: str  # registry name of the law (scalefit.laws.LAWS)
+    law: str  # registry name of the law (scalefit.fitting.laws.LAWS)
     formula: str  # the law written out
     params: Mapping[str, Estimate]  # reported parameters, named as the law names them
     derived: Mapping[str, Estimate]  # law-specific derived quantities (Chinchilla: a, b)
@@ -117,13 +117,13 @@ class FitResult:
         (`self.compute`: C = D F(N)), with bootstrap intervals; `loss` is each refit's optimal loss.
 
         For the Chinchilla law under C = 6ND this is Hoffmann et al. 2022, eq. 4; in general it is
-        `scalefit.optimal.optimal_split` (closed form where there is one, numeric otherwise).
+        `scalefit.analysis.allocate.optimal_split` (closed form where there is one, numeric otherwise).
         """
         law = get_law(self.law)
         if law.inputs != ("N", "D"):
             raise ValueError(f"allocation needs a law in N and D; {self.law} ({self.formula}) depends on "
                              f"{', '.join(law.inputs)} only")
-        from scalefit.optimal import optimal_split
+        from scalefit.analysis.allocate import optimal_split
 
         C = float(C)
         if not (math.isfinite(C) and C > 0):
@@ -149,7 +149,7 @@ class FitResult:
         a = beta/(alpha+gamma beta) and b = 1 - gamma a; under a two-term count they drift with C and
         this is their average over the range, the quantity Approaches 1 and 2 estimate from those runs.
         """
-        from scalefit.optimal import optimal_split
+        from scalefit.analysis.allocate import optimal_split
 
         lo, hi = (float(c) for c in C_range)
         if not 0 < lo < hi:
