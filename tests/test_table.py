@@ -78,7 +78,7 @@ def test_invalid_kinds():
     with pytest.raises(ValueError, match="n_kind must be one of"):
         load_table(_runs(), n_kind="embedding")
     with pytest.raises(ValueError, match="c_kind must be one of"):
-        load_table(_runs(), c_kind="6nd")
+        load_table(_runs(), c_kind="flops")
 
 
 def test_bad_rows_are_excluded_with_row_and_reason():

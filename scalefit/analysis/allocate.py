@@ -16,6 +16,7 @@ from typing import Callable, Mapping
 import numpy as np
 from scipy.optimize import brentq, minimize_scalar
 
+from scalefit.conventions import NKind
 from scalefit.fitting.compute import SIX_ND, ComputeModel
 
 LossFn = Callable[[float, float], float]  # L(N, D) -> loss (nats/token)
@@ -308,12 +309,11 @@ def model_shape(
     between about 20 and 200, so the exact ratio matters little; 64 keeps small models deep enough.
     """
     N_target = _positive("N_target", N_target)
-    if n_kind not in ("total", "non-embedding", "active"):
-        raise ValueError(f"n_kind must be total, non-embedding or active, got {n_kind!r}")
+    n_kind = NKind.parse(n_kind)
     best = None
     for d in range(head_dim, max_d_model + 1, head_dim):
         L = max(1, round(d / aspect_ratio))
-        n = shape_params(d, L, vocab_size) if n_kind == "total" else 12 * L * d * d
+        n = shape_params(d, L, vocab_size) if n_kind is NKind.TOTAL else 12 * L * d * d
         err = abs(math.log(n / N_target))
         if best is None or err < best[0]:
             best = (err, d, L, n)

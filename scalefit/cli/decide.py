@@ -7,6 +7,7 @@ imported inside the functions so `scalefit --help` stays fast.
 from __future__ import annotations
 
 from scalefit.cli.common import key_values
+from scalefit.conventions import CKind, NKind
 
 
 def add_quickstart(sub) -> None:
@@ -45,7 +46,7 @@ def _quickstart(args) -> int:
     # and the forecasts' are the sweep's own.
     design = read_sweep_file(plan.source).get(plan.design, {})
     n_kind = design.get("n_kind", "total")
-    c_kind = "6ND" if design.get("flops_convention") == "6N" else "exact"
+    c_kind = CKind.parse(design.get("flops_convention", "exact"))
     store = Path(args.runs) if args.runs else Path("runs") / plan.name
     print(f"[1/2] sweep {plan.source}: {len(plan.runs)} runs, {plan.total_flops():.3g} FLOPs -> {store}")
     run_sweep(plan, store)
@@ -168,7 +169,7 @@ def add_report(sub) -> None:
     p.add_argument("--holdout", type=float, default=0.15,
                    help="backtest: fraction (< 1) or number (>= 1) of largest-compute runs held out")
     p.add_argument("--ci", type=float, default=0.95, help="interval level")
-    p.add_argument("--n-kind", default="total", choices=["total", "non-embedding", "active"],
+    p.add_argument("--n-kind", default="total", choices=list(NKind), type=NKind.parse,
                    help="which parameters N counts")
     p.set_defaults(func=_report)
 

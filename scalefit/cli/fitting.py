@@ -7,6 +7,7 @@ imported inside the functions so `scalefit --help` stays fast.
 from __future__ import annotations
 
 from scalefit.cli.common import key_values
+from scalefit.conventions import CKind, NKind
 
 
 def add_fit(sub) -> None:
@@ -26,9 +27,9 @@ def add_fit(sub) -> None:
                    help="multiply the penalty of over-predicted losses by this (1 = symmetric)")
     for field in ("n", "d", "c", "loss", "run", "weight"):
         p.add_argument(f"--{field}-col", default=None, help=f"column holding {field.upper() if len(field) == 1 else field}")
-    p.add_argument("--n-kind", default="total", choices=["total", "non-embedding", "active"],
+    p.add_argument("--n-kind", default="total", choices=list(NKind), type=NKind.parse,
                    help="which parameters N counts")
-    p.add_argument("--c-kind", default=None, choices=["6ND", "exact", "reported", "unspecified"],
+    p.add_argument("--c-kind", default=None, choices=list(CKind), type=CKind.parse,
                    help="how C was counted (default: from the data; exact for a run store)")
     p.add_argument("--compute", type=float, action="append", default=[], metavar="C",
                    help="also print the compute-optimal N, D at C FLOPs (chinchilla law; repeatable)")

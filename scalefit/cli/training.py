@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 
+from scalefit.conventions import COUNTED, CKind, NKind
+
 
 def add_train(sub) -> None:
     p = sub.add_parser("train", help="train one model to a token or FLOP budget (resumable run folder)")
@@ -15,7 +17,7 @@ def add_train(sub) -> None:
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--tokens", type=float, help="training-token budget, e.g. 5e6")
     budget.add_argument("--flops", type=float, help="training-FLOP budget, e.g. 1e13")
-    p.add_argument("--flops-convention", choices=["exact", "6N"], default="exact",
+    p.add_argument("--flops-convention", choices=list(COUNTED), type=CKind.parse, default="exact",
                    help="how --flops is counted per token (default: exact)")
     p.add_argument("--schedule", choices=["cosine", "constant", "wsd"], default="cosine")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
@@ -113,9 +115,10 @@ def add_runs(sub) -> None:
     ex = rsub.add_parser("export", help="write the run table to CSV or Parquet")
     ex.add_argument("dir", help="run store folder")
     ex.add_argument("out", help="output file: .csv or .parquet")
-    ex.add_argument("--n-kind", default="total", choices=["total", "non-embedding", "active"],
+    ex.add_argument("--n-kind", default="total", choices=list(NKind), type=NKind.parse,
                     help="which parameters the N column counts")
-    ex.add_argument("--c-kind", default="exact", choices=["exact", "6ND"], help="which FLOPs the C column counts")
+    ex.add_argument("--c-kind", default="exact", choices=list(COUNTED), type=CKind.parse,
+                    help="which FLOPs the C column counts")
     ex.set_defaults(func=_runs_export)
 
 

@@ -28,9 +28,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-# Relative deviation from 6ND below which a table's C is taken to be exactly 6ND (rounding, float32);
-# the same test infers a table's c_kind (`scalefit.fitting.table`).
-SIXND_EXACT_RTOL = 1e-6
+from scalefit.conventions import SIXND_EXACT_RTOL
+
 # Least N_max / N_min for fitting how F varies with N; below it F = k N with k the median ratio.
 MIN_N_SPAN = 1.5
 

@@ -16,6 +16,8 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
+from scalefit.atomic import write_text
+
 from scalefit.fitting.compute import SIX_ND, ComputeModel
 from scalefit.fitting.laws import get_law
 
@@ -226,11 +228,7 @@ class FitResult:
 
     def save(self, path) -> Path:
         """Write JSON atomically (a crash never leaves half a file)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
-        return path
+        return write_text(path, self.to_json())
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "FitResult":

@@ -17,10 +17,7 @@ import numpy as np
 import pandas as pd
 
 from scalefit.fitting import datasets
-from scalefit.fitting.compute import SIXND_EXACT_RTOL
-
-N_KINDS = ("total", "non-embedding", "active")
-C_KINDS = ("6ND", "exact", "reported", "unspecified")
+from scalefit.conventions import SIXND_EXACT_RTOL, SIXND_RTOL, CKind, NKind
 
 # Column names tried, in order, when no column is named; matched exactly, then case-insensitively.
 CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -31,8 +28,6 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
     "run": ("run", "run_id", "run_name"),
     "weight": (),  # only an explicitly named column: a stray "weight" column is too easy to misread
 }
-# A column declared 6ND may deviate from 6*N*D by this much (relative) before it is an error.
-SIXND_RTOL = 1e-2
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,8 +38,8 @@ class FitTable:
     excluded: tuple[tuple[object, str], ...]  # (row label, reason) for every source row not in frame
     notes: tuple[str, ...]  # how columns were found or derived, conventions inferred, upstream drops
     source: str  # the path, the dataset name, or "DataFrame"
-    n_kind: str  # which parameters N counts: "total" | "non-embedding" | "active"
-    c_kind: str  # how C was counted: "6ND" | "exact" | "reported" | "unspecified"
+    n_kind: NKind  # which parameters N counts
+    c_kind: CKind  # how C was counted
     fingerprint: str  # sha256 of the used N, D, C, loss, run, weight (and U / kept columns) bytes
 
     def __len__(self) -> int:
@@ -94,10 +89,8 @@ def load_table(
     are excluded and listed with their reason; rows are labelled by the source's index (for files and
     datasets: the 0-based data row).
     """
-    if n_kind not in N_KINDS:
-        raise ValueError(f"n_kind must be one of {N_KINDS}, got {n_kind!r}")
-    if c_kind is not None and c_kind not in C_KINDS:
-        raise ValueError(f"c_kind must be one of {C_KINDS}, got {c_kind!r}")
+    n_kind = NKind.parse(n_kind)
+    c_kind = None if c_kind is None else CKind.parse(c_kind)
     df, label, notes, where = _read_source(source, n_kind)
     if c_kind is None:
         c_kind = _c_kind_from_attrs(df.attrs)
@@ -129,20 +122,20 @@ def load_table(
         num["D"] = num["C"] / (6.0 * num["N"])
         notes.append(f"D derived from C = 6ND: D = C / (6 N), C from column {cols['C']!r}")
         if c_kind is None:
-            c_kind = "6ND"
+            c_kind = CKind.SIX_ND
             notes.append("c_kind taken as 6ND: D was derived from C under that assumption")
-        elif c_kind != "6ND":
+        elif c_kind is not CKind.SIX_ND:
             notes.append(f"C is {c_kind}, not 6ND: the derived D is approximate")
     if "C" not in num:
         derived = "C"
         num["C"] = 6.0 * num["N"] * num["D"]
         notes.append("C computed as 6ND (no C column)")
-        if c_kind not in (None, "6ND"):
+        if c_kind not in (None, CKind.SIX_ND):
             raise ValueError(f"c_kind={c_kind!r} but {where} has no C column; C can only be computed as 6ND")
-        c_kind = "6ND"
+        c_kind = CKind.SIX_ND
     elif c_kind is None:
         c_kind = _infer_c_kind(num, notes)
-    elif c_kind == "6ND" and cols["D"] is not None:
+    elif c_kind is CKind.SIX_ND and cols["D"] is not None:
         _check_6nd(num, rows, where)
     if "weight" not in num:
         num["weight"] = np.ones(len(df))
@@ -233,7 +226,7 @@ def _upstream_notes(attrs: dict) -> list[str]:
 
 def _c_kind_from_attrs(attrs: dict) -> str | None:
     conv = str(attrs.get("c_convention", ""))
-    return next((k for k in C_KINDS if conv.startswith(k)), None)
+    return next((k for k in CKind if conv.startswith(k.value)), None)
 
 
 def _find(df: pd.DataFrame, field: str, given: str | None, where: str) -> str | None:
@@ -303,9 +296,9 @@ def _infer_c_kind(num: dict, notes: list[str]) -> str:
     ok = np.isfinite(rel)
     if ok.any() and np.all(rel[ok] <= SIXND_EXACT_RTOL):
         notes.append(f"c_kind inferred as 6ND: C equals 6 N D to {SIXND_EXACT_RTOL:g} on every row")
-        return "6ND"
+        return CKind.SIX_ND
     notes.append("c_kind unspecified: C is not 6ND and no convention was given")
-    return "unspecified"
+    return CKind.UNSPECIFIED
 
 
 def _check_6nd(num: dict, rows: list, where: str) -> None:

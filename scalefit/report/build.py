@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scalefit.conventions import run_flops
 from scalefit.fitting.laws import get_law
 from scalefit.fitting.result import FitResult
 
@@ -81,9 +82,11 @@ def store_curves(folder, table) -> pd.DataFrame:
     cv = runs.load_curves(folder)
     per_run = table.frame.set_index("run")["N"]
     cv = cv[cv["run_id"].isin(per_run.index) & cv["eval_loss"].notna()]
-    c_col = "flops_exact" if table.c_kind == "exact" else "flops_6N"
-    return pd.DataFrame({"run": cv["run_id"].to_numpy(), "N": per_run.loc[cv["run_id"]].to_numpy(),
-                         "D": cv["tokens"].to_numpy(), "C": cv[c_col].to_numpy(), "loss": cv["eval_loss"].to_numpy()})
+    N = per_run.loc[cv["run_id"]].to_numpy()
+    # The rule the final points follow (conventions.run_flops), so Approach 1 reads the C the others read.
+    C = run_flops(table.c_kind, N, cv["tokens"].to_numpy(), cv["flops_exact"].to_numpy())
+    return pd.DataFrame({"run": cv["run_id"].to_numpy(), "N": N, "D": cv["tokens"].to_numpy(), "C": C,
+                         "loss": cv["eval_loss"].to_numpy()})
 
 
 def _save(fig, path: Path) -> Path:

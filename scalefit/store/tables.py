@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scalefit.conventions import COUNTED, CKind, NKind, run_flops
+
 # The run table: column -> meaning. `load` and `ingest` return exactly these columns, in this order.
 SCHEMA: dict[str, str] = {
     "run_id": "run folder name (a hash of the run's full spec) or the outside log's run name",
@@ -58,9 +60,14 @@ _NUMERIC = {"budget", "N_total", "N_non_embedding", "N_active", "D", "steps", "C
             "final_train_loss", "final_eval_loss", "wall_time", "wall_time_own", "d_model", "n_layer",
             "n_head", "n_kv_head", "d_ff", "seq_len", "vocab_size", "n_expert", "top_k", "lr",
             "batch_size", "seed", "N", "C", "loss"}
-_N_COL = {"total": "N_total", "non-embedding": "N_non_embedding", "active": "N_active"}
-_C_COL = {"6ND": "C_6N", "exact": "C_exact"}
 _MODEL_COLS = ("d_model", "n_layer", "n_head", "n_kv_head", "d_ff", "seq_len", "vocab_size", "n_expert", "top_k")
+
+
+def _counted(c_kind) -> CKind:
+    c_kind = CKind.parse(c_kind)
+    if c_kind not in COUNTED:
+        raise ValueError(f"c_kind of a run table must be one of {', '.join(COUNTED)}, got {c_kind.value!r}")
+    return c_kind
 
 
 def _json(path: Path, skipped: list) -> dict | None:
@@ -138,23 +145,20 @@ def _run_row(d: Path, skipped: list) -> tuple[dict, list[dict]] | None:
 
 
 def _frame(rows: list[dict], n_kind: str, c_kind: str, loss: str, skipped: list, source: str) -> pd.DataFrame:
-    if n_kind not in _N_COL:
-        raise ValueError(f"n_kind must be one of {list(_N_COL)}, got {n_kind!r}")
-    if c_kind not in _C_COL:
-        raise ValueError(f"c_kind must be one of {list(_C_COL)}, got {c_kind!r}")
+    n_kind, c_kind = NKind.parse(n_kind), _counted(c_kind)
     if loss not in ("eval", "train"):
         raise ValueError(f"loss must be 'eval' or 'train', got {loss!r}")
     df = pd.DataFrame(rows, columns=[c for c in SCHEMA if c not in ("run", "N", "C", "loss")])
     for c in _NUMERIC & set(df.columns):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
-    df["run"], df["N"] = df["run_id"], df[_N_COL[n_kind]]
+    df["run"], df["N"] = df["run_id"], df[n_kind.store_column]
     # 6ND is a convention of N as much as of C: the fitter's C is 6 D times the N it fits, whichever
     # that is (C_6N keeps 6 N_active D, the FLOPs a dense or MoE step does).
-    df["C"] = 6.0 * df["N"] * df["D"] if c_kind == "6ND" else df[_C_COL[c_kind]]
+    df["C"] = run_flops(c_kind, df["N"], df["D"], df["C_exact"])
     df["loss"] = df[f"final_{loss}_loss"]
     df = df[list(SCHEMA)]
-    df.attrs.update({"source": source, "skipped": list(skipped), "n_convention": n_kind,
-                     "c_convention": c_kind, "loss": f"final {loss} loss, nats per token"})
+    df.attrs.update({"source": source, "skipped": list(skipped), "n_convention": n_kind.value,
+                     "c_convention": c_kind.value, "loss": f"final {loss} loss, nats per token"})
     return df
 
 
@@ -241,7 +245,7 @@ def _read_outside(path: Path) -> pd.DataFrame:
 
 
 def ingest(source, mapping: dict[str, str] | None = None, *, wandb: bool = False, n_kind: str = "total",
-           c_kind: str = "6ND", loss: str = "eval") -> pd.DataFrame:
+           c_kind: str = CKind.SIX_ND, loss: str = "eval") -> pd.DataFrame:
     """Outside logs -> the run table (`SCHEMA`), so the fitter sees one schema whatever the origin.
 
     source: a DataFrame or a .csv / .jsonl / .parquet file. mapping: schema column -> source column,
@@ -277,14 +281,15 @@ def ingest(source, mapping: dict[str, str] | None = None, *, wandb: bool = False
                     pd.to_numeric(pd.Series(out["D"]), errors="coerce").to_numpy()
                 notes.append(f"C_6N computed as 6 * {ncol} * D")
                 break
-    if _N_COL[n_kind] not in out:
-        raise ValueError(f"{where}: n_kind={n_kind!r} needs a mapping for {_N_COL[n_kind]!r}")
+    n_kind, c_kind = NKind.parse(n_kind), _counted(c_kind)
+    if n_kind.store_column not in out:
+        raise ValueError(f"{where}: n_kind={n_kind.value!r} needs a mapping for {n_kind.store_column!r}")
     if f"final_{loss}_loss" not in out:
         raise ValueError(f"{where}: loss={loss!r} needs a mapping for 'final_{loss}_loss'")
     if "D" not in out:
         raise ValueError(f"{where}: needs a mapping for 'D' (training tokens)")
-    if _C_COL[c_kind] not in out:
-        raise ValueError(f"{where}: c_kind={c_kind!r} needs a mapping for {_C_COL[c_kind]!r}")
+    if c_kind is CKind.EXACT and "C_exact" not in out:
+        raise ValueError(f"{where}: c_kind='exact' needs a mapping for 'C_exact'")
     out.setdefault("source", np.array([where] * n, dtype=object))
     rows = pd.DataFrame({c: out.get(c, [None] * n) for c in SCHEMA if c not in ("run", "N", "C", "loss")})
     frame = _frame(rows.to_dict("records"), n_kind, c_kind, loss, [], where)

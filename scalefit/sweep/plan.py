@@ -29,6 +29,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scalefit.conventions import CKind, NKind
 from scalefit.training import counting
 from scalefit.training.config import PRESETS, ModelConfig, RunSpec, TrainConfig, get_preset
 from scalefit.training.loop import tokens_per_step
@@ -46,7 +47,6 @@ SCHEMA: dict[str, frozenset[str]] = {
     "wsd-ladder": frozenset({"sizes", "tokens", "cooldown_frac", "warmup_steps"}),
     "moe": frozenset({"sizes", "experts", "top_k", "tokens_per_param", "tokens"}),
 }
-_N_KINDS = {"total": "total", "non-embedding": "non_embedding", "active": "active"}
 
 
 @dataclass(frozen=True)
@@ -203,12 +203,13 @@ def _isoflop(doc, p, fp, corpus, ladder):
     cfg = doc["isoflop"]
     k = int(cfg.get("sizes_per_budget", 4))
     ratio = float(cfg.get("tokens_per_param", 20.0))
-    n_kind = cfg.get("n_kind", "total")
-    if n_kind not in _N_KINDS:
-        raise SweepFileError(f"{p}: [isoflop] n_kind must be one of {list(_N_KINDS)}, got {n_kind!r}")
-    conv = cfg.get("flops_convention", "exact")
+    try:
+        n_kind = NKind.parse(cfg.get("n_kind", "total"), "[isoflop] n_kind")
+        conv = CKind.parse(cfg.get("flops_convention", "exact"), "[isoflop] flops_convention")
+    except ValueError as e:
+        raise SweepFileError(f"{p}: {e}") from None
     shapes = {n: _shape(doc, n) for n in ladder}
-    sizes = {n: getattr(counting.param_counts(m), _N_KINDS[n_kind]) for n, m in shapes.items()}
+    sizes = {n: getattr(counting.param_counts(m), n_kind.count_field) for n, m in shapes.items()}
     order = sorted(ladder, key=sizes.get)
     runs, warns = [], []
     for C in sorted(float(c) for c in cfg["budgets"]):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from scalefit.conventions import COUNTED, CKind
+
 _DTYPES = ("float32", "bfloat16")
 
 
@@ -132,7 +134,6 @@ def get_preset(name: str) -> ModelConfig:
 
 
 _SCHEDULES = ("cosine", "constant", "wsd")
-_FLOP_CONVENTIONS = ("exact", "6N")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,7 +158,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # final lr / peak lr for the cosine and WSD decays
     tokens: float | None = None  # token budget (training tokens), or None when flops is given
     flops: float | None = None  # FLOP budget (training FLOPs), or None when tokens is given
-    flops_convention: str = "exact"  # how a FLOP budget is counted: "exact" or "6N" per token
+    flops_convention: str = "exact"  # how a FLOP budget is counted per token: "exact" or "6ND" (6 N_active)
     n_evals: int = 12  # validation passes at log-spaced steps; one more always runs at the end
     eval_batches: int = 4  # validation batches (of batch_size sequences) per pass
     log_every: int = 10  # write a metrics line every this many steps (and at every eval step)
@@ -187,9 +188,11 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.warmup_steps must be an integer >= 0 or None, got {self.warmup_steps!r}")
         if self.schedule not in _SCHEDULES:
             raise ValueError(f"TrainConfig.schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
-        if self.flops_convention not in _FLOP_CONVENTIONS:
-            raise ValueError(
-                f"TrainConfig.flops_convention must be one of {_FLOP_CONVENTIONS}, got {self.flops_convention!r}")
+        conv = CKind.parse(self.flops_convention, "TrainConfig.flops_convention")
+        if conv not in COUNTED:
+            raise ValueError(f"TrainConfig.flops_convention must be one of {', '.join(COUNTED)}, "
+                             f"got {self.flops_convention!r}")
+        object.__setattr__(self, "flops_convention", conv.value)  # one spelling: "6N" is read as "6ND"
         if (self.tokens is None) == (self.flops is None):
             raise ValueError("TrainConfig needs exactly one budget: tokens or flops "
                              f"(got tokens={self.tokens!r}, flops={self.flops!r})")

@@ -16,14 +16,16 @@ seen without the interruption.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import sysconfig
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from scalefit.atomic import atomic_write_bytes
 
 VOCAB_SIZE = 256  # byte-level tokens
 # Documents are joined with a NUL byte so a window can see where one file ends and the next begins;
@@ -183,15 +185,9 @@ def _read(root: Path, docs: list[Path], val_fraction: float, source: str):
 
 
 def _atomic_savez(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def load_corpus(

@@ -40,6 +40,7 @@ import numpy as np
 import optax
 
 import scalefit
+from scalefit.conventions import CKind
 from scalefit.training import counting
 from scalefit.training import model
 from scalefit.training.checkpoint import (load_checkpoint, read_json, save_checkpoint, truncate_metrics,
@@ -74,7 +75,7 @@ def total_steps(model_cfg: ModelConfig, train_cfg: TrainConfig) -> int:
         per_step, budget, unit = tps, train_cfg.tokens, "tokens"
     else:
         fpt = counting.flops_per_token(model_cfg)
-        per_token = fpt.exact if train_cfg.flops_convention == "exact" else fpt.six_n
+        per_token = fpt.exact if train_cfg.flops_convention == CKind.EXACT else fpt.six_n
         per_step, budget, unit = per_token * tps, train_cfg.flops, f"FLOPs ({train_cfg.flops_convention})"
     steps = int(budget // per_step)
     if steps < 1:
