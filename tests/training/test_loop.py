@@ -374,7 +374,7 @@ train.train(cfg, tcfg, sys.argv[2], corpus=corpus, progress=False, on_step=lambd
 @pytest.mark.slow
 def test_killed_process_resumes_without_gaps(small_corpus_dir, tmp_path):
     out, cache = tmp_path / "killed", tmp_path / "cache"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(small_corpus_dir), str(out), str(cache)],
                             env=env)
     try:

@@ -22,7 +22,7 @@ from scalefit.sweep.plan import SweepFileError, format_plan, plan_sweep, read_sw
 from scalefit.sweep.run import run_sweep
 from scalefit.training.loop import train_run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FILES = ["json/decoder.py", "json/encoder.py", "textwrap.py", "string.py", "heapq.py", "bisect.py",
          "fnmatch.py", "glob.py", "shlex.py", "difflib.py", "argparse.py", "calendar.py"]
 TINY_TRAIN = """

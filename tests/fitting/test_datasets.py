@@ -22,7 +22,7 @@ PROVENANCE = ("title", "rows", "source", "license", "n_convention", "c_conventio
 
 
 def test_datasets_come_from_the_repository_not_the_shared_folder():
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     assert datasets.data_dir() == repo / "datasets"
     for name in datasets.names():
         assert datasets.path(name).is_relative_to(repo / "datasets")

@@ -11,7 +11,7 @@ from scalefit.fitting.fitter import fit
 from scalefit.analysis.forecast import backtest
 from scalefit.fitting.table import load_table
 
-HERE = Path(__file__).resolve().parent / "data" / "quickstart"
+HERE = Path(__file__).resolve().parents[1] / "data" / "quickstart"
 
 
 @pytest.fixture(scope="module")

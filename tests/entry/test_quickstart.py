@@ -3,6 +3,8 @@
 import json
 import shutil
 
+import pytest
+
 from scalefit import cli
 
 from scalefit.training import corpus as data
@@ -36,6 +38,7 @@ tokens_per_param = 5
 """
 
 
+@pytest.mark.entry
 def test_quickstart_trains_reports_and_reuses_runs(tmp_path, capsys):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -86,6 +89,6 @@ def test_default_sweep_is_the_shipped_quickstart():
     from scalefit.cli.decide import quickstart_file
 
     path = quickstart_file()
-    assert path == Path(__file__).resolve().parent.parent / "experiments" / "quickstart.toml"
+    assert path == Path(__file__).resolve().parents[2] / "experiments" / "quickstart.toml"
     plan = plan_sweep(path)
     assert len(plan.runs) == 16 and not plan.warnings

@@ -33,7 +33,7 @@ from scalefit.analysis.allocate import (
 
 from scalefit.fitting.laws import get_law
 
-DATASETS = Path(__file__).resolve().parent.parent / "datasets"
+DATASETS = Path(__file__).resolve().parents[2] / "datasets"
 
 # Hoffmann et al. 2022, unrounded (as used by Besiroglu et al. 2024); rounding moves D/N by > 50%.
 HOFFMANN = dict(E=math.exp(0.5267228), A=math.exp(6.0073404), B=math.exp(6.0179186),

@@ -23,7 +23,7 @@ from scalefit.analysis.approach1 import (
 )
 from scalefit.analysis.allocate import chinchilla_exponents, chinchilla_loss, chinchilla_optimal
 
-DATASETS = Path(__file__).resolve().parent.parent / "datasets"
+DATASETS = Path(__file__).resolve().parents[2] / "datasets"
 PORIAN = DATASETS / "porian2024"
 EPOCH = dict(E=1.817, A=482.0, B=2085.4, alpha=0.3478, beta=0.3658)
 
