@@ -1,12 +1,12 @@
-"""Chinchilla Approach 1 (the training-curve envelope) and the Kaplan loss-vs-compute frontier.
+"""Chinchilla Approach 1: the lower envelope of training curves.
 
 Approach 1 (Hoffmann et al. 2022, Sec. 3.1): for a family of model sizes, each trained on many
 tokens, take the lower envelope of loss against FLOPs over all training curves; at each FLOP
 level the curve that attains it says which N (and D) is compute-optimal there. Fitting those
 points gives N_opt ~ C^a and D_opt ~ C^b.
 
-Frontier (Kaplan et al. 2020, "Scaling Laws for Neural Language Models", eq. 1.4 and Fig. 1):
-L_min(C) = (C_c / C)^alpha_C, optionally with an irreducible loss E added (Henighan et al. 2020).
+Input: the curves as a `FitTable` (one row per logged point: run, N, D tokens so far, C FLOPs so far,
+loss), e.g. `scalefit.fitting.sources.store_curves` of a run store, or the frame of one.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import least_squares
 
-from scalefit.analysis.approach2 import AllocationExponents, PowerLaw, fit_power_law, validate_table
+from scalefit.analysis.powerlaw import AllocationExponents, PowerLaw, fit_power_law
+from scalefit.fitting.table import FitTable
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,7 +62,7 @@ def _curves_on_grid(df: pd.DataFrame, grid_logC: np.ndarray, excluded: dict):
     return runs, np.array(Ns), np.array(logL), np.array(logD)
 
 
-def approach1(curves: pd.DataFrame, n_grid: int = 1500,
+def approach1(curves: FitTable | pd.DataFrame, n_grid: int = 1500,
               c_range: tuple[float, float] | None = None) -> EnvelopeResult:
     """Chinchilla Approach 1: lower envelope of loss vs FLOPs over training curves, then N_opt ~ C^a.
 
@@ -81,7 +81,8 @@ def approach1(curves: pd.DataFrame, n_grid: int = 1500,
     """
     if n_grid < 10:
         raise ValueError(f"n_grid must be >= 10, got {n_grid}")
-    df, excluded = validate_table(curves, ("run", "N", "D", "C", "loss"), "training-curve")
+    df = curves.frame if isinstance(curves, FitTable) else curves
+    excluded: dict[str, int] = {}
     lo, hi = c_range if c_range is not None else (df["C"].min(), df["C"].max())
     if not 0 < lo < hi:
         raise ValueError(f"c_range must satisfy 0 < low < high, got ({lo}, {hi})")
@@ -116,78 +117,3 @@ def envelope_exponent_bound(result: EnvelopeResult, size_ratio: float) -> float:
     x = np.log(result.envelope.loc[~result.envelope["edge"], "C"].to_numpy())
     dx = x - x.mean()
     return float(np.log(size_ratio) * np.abs(dx).sum() / (dx**2).sum())
-
-
-@dataclass(frozen=True)
-class Frontier:
-    """L_min(C) = E + (C_c / C)^alpha_C (Kaplan et al. 2020 with E = 0)."""
-
-    alpha_C: float  # exponent of the reducible loss in compute
-    C_c: float  # compute scale, in the units of the C that was fitted (Kaplan: PF-days)
-    E: float  # irreducible loss, nats/token; 0 for the pure power law
-    rmse_log: float  # root-mean-square residual of ln L
-    n_points: int  # points fitted
-
-    def __call__(self, C):
-        return self.E + np.power(self.C_c / np.asarray(C, dtype=float), self.alpha_C)
-
-
-def fit_frontier(C, loss, irreducible: bool = False) -> Frontier:
-    """Fit the loss-vs-compute frontier L(C) = E + (C_c / C)^alpha_C in log space.
-
-    Without `irreducible`, E = 0 and ln L = alpha_C ln C_c - alpha_C ln C is a straight line
-    (Kaplan et al. 2020, eq. 1.4). With it, least squares on ln L over (E, alpha_C, ln C_c) with
-    0 <= E < min L, started from the straight-line fit and a few values of E.
-    """
-    C, L = np.asarray(C, dtype=float), np.asarray(loss, dtype=float)
-    if C.shape != L.shape or C.ndim != 1 or len(C) < (4 if irreducible else 3):
-        raise ValueError(f"need matching 1-D C and loss with >= {4 if irreducible else 3} points")
-    if not (np.all(np.isfinite(C)) and np.all(np.isfinite(L)) and np.all(C > 0) and np.all(L > 0)):
-        raise ValueError("frontier fit needs finite, positive C and loss")
-    lc, ll = np.log(C), np.log(L)
-    pl = fit_power_law(C, L)
-    alpha, lnCc = -pl.exponent, np.log(pl.coef) / -pl.exponent if pl.exponent != 0 else 0.0
-    if not irreducible:
-        rmse = float(np.sqrt(np.mean((ll - (alpha * (lnCc - lc))) ** 2)))
-        return Frontier(alpha_C=alpha, C_c=float(np.exp(lnCc)), E=0.0, rmse_log=rmse, n_points=len(C))
-
-    def resid(p):
-        E, a, lcc = p
-        return np.log(E + np.exp(a * (lcc - lc))) - ll
-
-    best = None
-    Lmin = L.min()
-    for frac in (0.0, 0.3, 0.6, 0.8, 0.9, 0.95):
-        E0 = frac * Lmin
-        # Start alpha and ln C_c from a line through the reducible part at this E.
-        red = fit_power_law(C, L - E0)
-        x0 = [E0, max(-red.exponent, 1e-4), np.log(red.coef) / max(-red.exponent, 1e-4)]
-        r = least_squares(resid, x0, bounds=([0.0, 1e-6, -np.inf], [Lmin * (1 - 1e-9), 10.0, np.inf]),
-                          x_scale="jac", xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=5000)
-        if best is None or r.cost < best.cost:
-            best = r
-    E, a, lcc = best.x
-    rmse = float(np.sqrt(np.mean(best.fun**2)))
-    return Frontier(alpha_C=float(a), C_c=float(np.exp(lcc)), E=float(E), rmse_log=rmse, n_points=len(C))
-
-
-def envelope_frontier(result: EnvelopeResult, irreducible: bool = False) -> Frontier:
-    """`fit_frontier` on an Approach 1 envelope (all FLOP levels, edges included: the envelope's
-    loss is the best loss reached at that compute whichever size attains it)."""
-    return fit_frontier(result.envelope["C"], result.envelope["loss"], irreducible)
-
-
-def pareto_frontier(C, loss) -> np.ndarray:
-    """Indices of the runs on the loss-vs-compute frontier: lower loss than every run of smaller C.
-
-    With one final point per run this is the compute-efficient frontier Kaplan et al. 2020 (Fig. 1)
-    fit L(C) to; ties in C keep the lowest loss.
-    """
-    C, L = np.asarray(C, dtype=float), np.asarray(loss, dtype=float)
-    order = np.lexsort((L, C))
-    keep, best = [], np.inf
-    for i in order:
-        if L[i] < best:
-            keep.append(i)
-            best = L[i]
-    return np.array(keep, dtype=int)

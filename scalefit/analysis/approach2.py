@@ -22,84 +22,25 @@ Choices that mirror Porian et al.'s released analysis (analysis.py, `interp_flop
 They report each budget's n* as the median over 1,000 noise-perturbed copies of the curve; we use
 the minimum of the curve itself, which agrees with their n* to within their own bootstrap spread.
 
-Approach 1 (training-curve envelope) and the Kaplan L(C) frontier live in scalefit.analysis.approach1.
-Input tables use the run-table columns N, D, C, loss (FLOPs, tokens and parameters in whatever
-convention the table states; this module only takes logs of them).
+Approach 1 (training-curve envelope) lives in scalefit.analysis.approach1. Input is a validated
+`FitTable` (its N, D, C, loss in whatever convention the table states; this module only takes logs of
+them): one budget per distinct C.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
 import pandas as pd
 from scipy.interpolate import Akima1DInterpolator
-from scipy.stats import linregress
+
+from scalefit.analysis.powerlaw import AllocationExponents, PowerLaw, fit_power_law
+from scalefit.fitting.table import FitTable
 
 METHODS = ("akima", "parabola")
-
-
-@dataclass(frozen=True)
-class PowerLaw:
-    """y = coef * x^exponent, fitted by ordinary least squares of log y on log x."""
-
-    exponent: float  # slope in log-log
-    exponent_se: float  # its standard error from the regression (n - 2 degrees of freedom)
-    coef: float  # prefactor, exp(intercept)
-    log_coef_se: float  # standard error of the intercept, ln(coef)
-    r2: float  # coefficient of determination in log-log
-    n_points: int  # points in the regression
-
-    def __call__(self, x):
-        return self.coef * np.power(x, self.exponent)
-
-
-def fit_power_law(x, y) -> PowerLaw:
-    """OLS fit of ln y = ln coef + exponent ln x, with the textbook standard errors.
-
-    Porian et al. 2024 fit their published exponents this way ("basic" fits: unweighted
-    sklearn LinearRegression on logs), so matching them needs nothing fancier.
-    """
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"x and y must be 1-D and the same length, got {x.shape} and {y.shape}")
-    if len(x) < 3:
-        raise ValueError(f"a power-law fit with standard errors needs >= 3 points, got {len(x)}")
-    if not (np.all(x > 0) and np.all(y > 0) and np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        raise ValueError("power-law fit needs finite, positive x and y")
-    r = linregress(np.log(x), np.log(y))
-    return PowerLaw(exponent=float(r.slope), exponent_se=float(r.stderr), coef=float(np.exp(r.intercept)),
-                    log_coef_se=float(r.intercept_stderr), r2=float(r.rvalue**2), n_points=len(x))
-
-
-def validate_table(table: pd.DataFrame, columns: tuple[str, ...], what: str) -> tuple[pd.DataFrame, dict]:
-    """Check required columns; positive finite N, D, C; rows with a missing loss are excluded and counted.
-
-    Returns the kept rows and {reason: count} for the excluded ones. Any other bad value raises,
-    naming the row (index label) and the field.
-    """
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise KeyError(f"{what} table lacks columns {missing}; expected {list(columns)}, "
-                       f"got {list(table.columns)}")
-    excluded: dict[str, int] = {}
-    for c in columns:
-        if c in ("run", "group"):
-            continue
-        vals = pd.to_numeric(table[c], errors="coerce")
-        if c == "loss":
-            nan = vals.isna() & table[c].isna()
-            if nan.any():
-                excluded["loss missing (NaN)"] = int(nan.sum())
-            vals = vals[~nan]
-        bad = vals.isna() | ~np.isfinite(vals) | (vals <= 0)
-        if bad.any():
-            row = vals.index[np.argmax(bad.to_numpy())]
-            raise ValueError(f"{what} table row {row!r}, field {c!r}: expected a finite number > 0, "
-                             f"got {table.loc[row, c]!r}")
-    keep = table["loss"].notna() if "loss" in columns else slice(None)
-    return table.loc[keep], excluded
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,21 +88,24 @@ _EDGE_REASON = {
 }
 
 
-def isoflop_optima(table: pd.DataFrame, method: str = "akima",
+def isoflop_optima(table: FitTable | pd.DataFrame, method: str = "akima",
                    grid_per_interval: int = 25) -> tuple[pd.DataFrame, dict]:
     """Per FLOP budget C: the loss-minimising N_opt, D_opt and loss, plus a flag and its reason.
 
-    Rows with the same (C, N) are collapsed to the lowest loss (the best of several learning rates
-    or seeds, as Porian et al. do). D_opt is log D interpolated linearly in log N at N_opt, which
-    is exact when C = 6ND and follows any other FLOP convention the table used. Budgets with fewer
-    than 3 sizes, or whose minimum is at or beyond an end of the sampled sizes, are flagged.
-    Returns (optima, excluded_rows) where excluded_rows counts dropped input rows by reason.
+    `table`: a `FitTable`, or the frame of one (its columns N, D, C, loss, already validated). Rows with
+    the same (C, N) are collapsed to the lowest loss (the best of several learning rates or seeds, as
+    Porian et al. do). D_opt is log D interpolated linearly in log N at N_opt, which is exact when
+    C = 6ND and follows any other FLOP convention the table used. Budgets with fewer than 3 sizes, or
+    whose minimum is at or beyond an end of the sampled sizes, are flagged. Returns (optima,
+    excluded_rows) where excluded_rows counts left-out input rows by reason (the table's own exclusions
+    included).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if grid_per_interval < 2:
         raise ValueError(f"grid_per_interval must be >= 2, got {grid_per_interval}")
-    df, excluded = validate_table(table, ("N", "D", "C", "loss"), "IsoFLOP")
+    df = table.frame if isinstance(table, FitTable) else table
+    excluded = dict(Counter(why for _, why in table.excluded)) if isinstance(table, FitTable) else {}
     rows = []
     for C, g in df.groupby("C", sort=True):
         best = g.sort_values("loss", kind="stable").drop_duplicates("N").sort_values("N")
@@ -193,23 +137,6 @@ def isoflop_optima(table: pd.DataFrame, method: str = "akima",
     return pd.DataFrame(rows), excluded
 
 
-class AllocationExponents:
-    """The exponents a, b of N_opt ~ C^a, D_opt ~ C^b, read off `N_fit` and `D_fit` power laws."""
-
-    N_fit: PowerLaw
-    D_fit: PowerLaw
-
-    @property
-    def a(self) -> float:
-        """Exponent of N_opt ~ C^a."""
-        return self.N_fit.exponent
-
-    @property
-    def b(self) -> float:
-        """Exponent of D_opt ~ C^b."""
-        return self.D_fit.exponent
-
-
 @dataclass(frozen=True, eq=False)
 class IsoFlopResult(AllocationExponents):
     """Approach 2 outcome: per-budget optima and the power laws fitted to the unflagged ones."""
@@ -222,7 +149,7 @@ class IsoFlopResult(AllocationExponents):
     excluded_rows: Mapping[str, int] = field(default_factory=dict)  # input rows dropped, by reason
 
 
-def approach2(table: pd.DataFrame, method: str = "akima", grid_per_interval: int = 25) -> IsoFlopResult:
+def approach2(table: FitTable | pd.DataFrame, method: str = "akima", grid_per_interval: int = 25) -> IsoFlopResult:
     """Chinchilla Approach 2: IsoFLOP minima per budget, then N_opt ~ C^a and D_opt ~ C^b.
 
     Hoffmann et al. 2022, Sec. 3.2; the "akima" minimum and the unweighted log-log fit over all
@@ -242,8 +169,11 @@ def approach2(table: pd.DataFrame, method: str = "akima", grid_per_interval: int
     )
 
 
-def approach2_by(table: pd.DataFrame, by: str, **kwargs) -> dict:
-    """`approach2` for each value of the grouping column `by` (e.g. a configuration id)."""
-    if by not in table.columns:
-        raise KeyError(f"IsoFLOP table has no grouping column {by!r}; columns: {list(table.columns)}")
-    return {key: approach2(g, **kwargs) for key, g in table.groupby(by, sort=True)}
+def approach2_by(table: FitTable, by: str, **kwargs) -> dict:
+    """`approach2` for each value of the grouping column `by` (kept from the source with
+    `load_table(..., keep=[by])`, e.g. a configuration id)."""
+    if by not in table.frame.columns:
+        raise ValueError(f"{table.source}: no grouping column {by!r} in the table (load it with keep=[{by!r}]); "
+                         f"columns: {list(table.frame.columns)}")
+    return {key: approach2(table.subset(table.frame[by] == key, f"{by} = {key}"), **kwargs)
+            for key in sorted(table.frame[by].unique())}

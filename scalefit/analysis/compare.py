@@ -16,6 +16,12 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm, t as student_t
 
+from scalefit.analysis.approach1 import approach1
+from scalefit.analysis.approach2 import approach2
+from scalefit.fitting.fitter import fit
+from scalefit.fitting.result import FitResult
+from scalefit.fitting.table import FitTable
+
 
 def snap_budgets(frame: pd.DataFrame, rtol: float = 0.1) -> pd.DataFrame:
     """Group runs into FLOP budgets: C values within a factor (1 + rtol) of a group's smallest join it.
@@ -110,32 +116,27 @@ def _from_power(name: str, res, level: float, note: str) -> ApproachEstimate:
                             res.b, res.D_fit.exponent_se, ci(res.b, res.D_fit.exponent_se), note)
 
 
-def compare_approaches(table, result=None, *, curves: pd.DataFrame | None = None,
+def compare_approaches(table: FitTable, result: FitResult | None = None, *, curves: FitTable | None = None,
                        bootstrap_resamples: int = 100, seed: int = 0, level: float = 0.95,
                        budget_rtol: float = 0.1, method: str | None = None) -> Comparison:
-    """Approach 3 (a Chinchilla fit; `result` or a new fit), 2 (if the runs form IsoFLOP budgets after
-    `snap_budgets(rtol=budget_rtol)`; minimum by `method`, default `isoflop_method`) and 1 (if runs
-    are training curves: `curves` with columns run, N, D, C, loss, or the table itself when its runs
-    have several rows) on one table.
+    """Approach 3 (`result`, a fit of any law that splits a budget into N and D; by default a new
+    Chinchilla fit), 2 (if the runs form IsoFLOP budgets after `snap_budgets(rtol=budget_rtol)`; minimum
+    by `method`, default `isoflop_method`) and 1 (if runs are training curves: `curves`, or the table
+    itself when its runs have several rows) on one table.
 
     Two estimates of an exponent disagree when |x_i - x_j| > z sqrt(se_i^2 + se_j^2) at `level`
     (a two-sided test treating them as independent, which, from the same runs, they are not: the
     flag is conservative in that it fires less often than it should).
     """
-    from scalefit.analysis.approach2 import approach2
-    from scalefit.analysis.approach1 import approach1
-    from scalefit.fitting.fitter import fit
-    from scalefit.fitting.table import FitTable, load_table
-
-    ft = table if isinstance(table, FitTable) else load_table(table)
-    frame = ft.frame
+    frame = table.frame
     if result is None:
-        result = fit(ft, "chinchilla", bootstrap_resamples=bootstrap_resamples, seed=seed, ci_level=level)
-    if result.law != "chinchilla":
-        raise ValueError(f"Approach 3 exponents need the chinchilla law, not {result.law}")
+        result = fit(table, "chinchilla", bootstrap_resamples=bootstrap_resamples, seed=seed, ci_level=level)
+    if not (result.law.can_allocate and not result.law.conditions):
+        raise ValueError(f"Approach 3 exponents need a law that splits a budget into N and D, not "
+                         f"{result.law.name} ({result.law.formula})")
     est, skipped = [], []
     if curves is None and has_curves(frame):
-        curves = frame
+        curves = table
     # Every approach is measured over the compute the runs were trained to: Approach 3's slopes span
     # it, Approach 2's budgets are it, and Approach 1's envelope is taken over it too. Below the
     # smallest run's final C every curve point is early or mid-schedule: warmup, the first drop where
@@ -146,8 +147,7 @@ def compare_approaches(table, result=None, *, curves: pd.DataFrame | None = None
     c_range = (float(final_C.min()), float(final_C.max()))
     if curves is not None:
         try:
-            r1 = approach1(curves[["run", "N", "D", "C", "loss"]],
-                           c_range=c_range if c_range[0] < c_range[1] else None)
+            r1 = approach1(curves, c_range=c_range if c_range[0] < c_range[1] else None)
             est.append(_from_power("1 (envelope)", r1, level, f"{len(r1.envelope) - r1.n_edge} FLOP levels "
                                    f"over C {c_range[0]:.3g} to {c_range[1]:.3g}"))
         except ValueError as e:
@@ -158,20 +158,22 @@ def compare_approaches(table, result=None, *, curves: pd.DataFrame | None = None
     if isoflop_structure(snapped):
         method = method or isoflop_method(snapped)
         try:
-            r2 = approach2(snapped[["N", "D", "C", "loss"]], method=method)
+            r2 = approach2(snapped, method=method)
             est.append(_from_power("2 (IsoFLOP)", r2, level,
                                    f"{r2.N_fit.n_points} budgets used, {len(r2.flagged)} flagged, {method}"))
         except ValueError as e:
             skipped.append(f"approach 2 (IsoFLOP): {e}")
     else:
         skipped.append(f"approach 2 (IsoFLOP): fewer than 3 budgets with >= 3 sizes (budgets within {budget_rtol:.0%})")
-    note = f"{result.bootstrap.get('n_resamples', 0)} bootstrap resamples"
-    if result.compute.is_6nd or not c_range[0] < c_range[1]:
+    note = f"{result.bootstrap.n_resamples} bootstrap resamples"
+    own = {"a", "b"} <= set(result.derived)  # the law's own exponents, constants under C = 6ND
+    if own and (result.compute.is_6nd or not c_range[0] < c_range[1]):
         d = result.derived
     else:
         # Approaches 1 and 2 see C as the runs counted it; so must 3, or a and b are not comparable.
-        d = result.exponents(c_range)
-        note += f"; slopes over the runs' C range under {result.compute.describe()}"
+        span = c_range if c_range[0] < c_range[1] else (c_range[0] / 10, c_range[0] * 10)
+        d = result.exponents(span)
+        note += f"; slopes over C {span[0]:.3g} to {span[1]:.3g} under {result.compute.describe()}"
     est.append(ApproachEstimate("3 (parametric fit)", d["a"].value, d["a"].se, d["a"].ci, d["b"].value,
                                 d["b"].se, d["b"].ci, note))
     z = norm.ppf(0.5 + level / 2)

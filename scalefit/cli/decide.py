@@ -36,8 +36,9 @@ def _quickstart(args) -> int:
     import time
     from pathlib import Path
 
-    from scalefit.sweep.plan import plan_sweep, read_sweep_file
+    from scalefit.fitting.sources import read_runs, store_curves
     from scalefit.report.build import build_report
+    from scalefit.sweep.plan import plan_sweep, read_sweep_file
     from scalefit.sweep.run import run_sweep
 
     t0 = time.perf_counter()
@@ -53,7 +54,8 @@ def _quickstart(args) -> int:
     budgets = sorted({r.budget for r in plan.runs if r.budget is not None})
     held = sum(r.budget == budgets[-1] for r in plan.runs) if budgets else 0.15
     print(f"[2/2] fit, approaches, backtest on the largest budget, forecasts -> {args.out}")
-    rep = build_report(store, args.out, bootstrap=args.bootstrap, holdout=held, n_kind=n_kind, c_kind=c_kind,
+    table = read_runs(store, n_kind=n_kind, c_kind=c_kind)
+    rep = build_report(table, args.out, bootstrap=args.bootstrap, holdout=held, curves=store_curves(store, table),
                        title=f"scalefit quickstart: {plan.name}")
     if rep.a is not None:
         print(f"N_opt ~ C^{rep.a:.3f}, D_opt ~ C^{rep.b:.3f} (Approach 3, C {c_kind})")
@@ -74,7 +76,9 @@ def _quickstart(args) -> int:
 def add_plan(sub) -> None:
     p = sub.add_parser("plan", help="compute-optimal N and D, a model shape and its cost from a fit")
     p.add_argument("fit", nargs="?", default=None,
-                   help="a fit result JSON (scalefit fit --out) of the chinchilla law; or give --param")
+                   help="a fit result JSON (scalefit fit --out) of a law in N and D; or give --param")
+    p.add_argument("--law", default=None,
+                   help="the law of --param (default: chinchilla; data_constrained with --unique-tokens)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="law parameter, repeated: E, A, B, alpha, beta (+ R_D_star, R_N_star with "
                         "--unique-tokens); overrides the fit's")
@@ -90,49 +94,52 @@ def add_plan(sub) -> None:
 
 
 def _plan(args) -> int:
-    from scalefit.analysis import allocate as optimal
-
+    from scalefit.analysis.allocate import inference_aware_optimal
+    from scalefit.analysis.cost import accelerator_hours, model_shape
     from scalefit.fitting.compute import SIX_ND
+    from scalefit.fitting.laws import DATA_CONSTRAINED, get_law
+    from scalefit.fitting.optimum import allocate
 
-    params, compute, n_kind = {}, SIX_ND, "total"
+    params, compute, n_kind, law = {}, SIX_ND, NKind.TOTAL, get_law(args.law or "chinchilla")
+    given = {} if args.unique_tokens is None else {"U": args.unique_tokens}
     if args.fit:
         from scalefit.fitting.result import FitResult
 
         result = FitResult.load(args.fit)
-        if result.law != "chinchilla":
-            raise ValueError(f"{args.fit}: plan needs a chinchilla-law fit, this one is {result.law}")
+        law = result.law
+        if not law.can_allocate:
+            raise ValueError(f"{args.fit}: plan needs a law that splits a budget into N and D; this fit is of "
+                             f"{law.name} ({law.formula})")
         params, compute, n_kind = result.values(), result.compute, result.n_kind
-        print(f"from {args.fit}: {result.law} fit of {result.source} ({result.n_points} rows, "
+        print(f"from {args.fit}: {law.name} fit of {result.source} ({result.n_points} rows, "
               f"N = {n_kind}); C {result.c_kind}: {compute.summary()}")
-        if result.samples is not None:
-            a = result.allocate(args.compute)
+        if result.samples is not None and set(law.conditions) <= set(given):
+            a = result.allocate(args.compute, **{k: given[k] for k in law.conditions})
             print(f"  compute-optimal with {100 * result.ci_level:g}% bootstrap intervals: "
-                  + "  ".join(f"{k} = {a[k].value:.4g} [{a[k].ci[0]:.3g}, {a[k].ci[1]:.3g}]"
-                              for k in ("N", "D", "loss")))
+                  + "  ".join(f"{k} = {getattr(a, k):.4g}" for k in ("N", "D", "loss")))
     params.update(key_values(args.param))
     if not params:
         raise ValueError("plan needs a fit result file or --param KEY=VALUE for E, A, B, alpha, beta")
-    if args.unique_tokens is not None:
-        from scalefit.analysis.constrained import data_constrained_optimal
-
-        alloc = data_constrained_optimal(params, args.compute, args.unique_tokens, compute)
-    else:
-        alloc = optimal.chinchilla_optimal(params, args.compute, compute)
+    if given and "U" not in law.conditions:
+        law = DATA_CONSTRAINED  # the fit's Chinchilla terms plus the repetition scales given by --param
+    alloc = allocate(law, params, None, args.compute, compute, given={k: given[k] for k in law.conditions
+                                                                      if k in given})
     allocs = [alloc]
     if args.inference_tokens is not None:
-        law = lambda N, D: float(optimal.chinchilla_loss(params, N, D))  # noqa: E731
-        allocs.append(optimal.inference_aware_optimal(law, alloc.loss, args.inference_tokens, compute=compute))
+        loss = lambda N, D: law.predict(params, N=N, D=D, **alloc.given)  # noqa: E731
+        allocs.append(inference_aware_optimal(loss, alloc.loss.value, args.inference_tokens, compute=compute))
     for a in allocs:
-        shape = optimal.model_shape(a.N, vocab_size=args.vocab_size, n_kind=n_kind)
+        shape = model_shape(a.N.value, vocab_size=args.vocab_size, n_kind=n_kind)
         # Same serving load for every plan (a forward pass, a third of a training token's FLOPs), so
         # the hours compare like with like.
-        serve = float(compute.per_token(a.N)) * args.inference_tokens / 3 if args.inference_tokens else 0.0
-        hours = optimal.accelerator_hours(a.C + serve, args.hardware, args.mfu)
-        print(f"{a.method}: N = {a.N:.4g}, D = {a.D:.4g} tokens ({a.tokens_per_param:.1f} tokens/param), "
-              f"C = {a.C:.4g} FLOPs, predicted loss {a.loss:.4f} nats/token")
-        print(f"  {a.notes}")
+        serve = float(compute.per_token(a.N.value)) * args.inference_tokens / 3 if args.inference_tokens else 0.0
+        hours = accelerator_hours(a.C + serve, args.hardware, args.mfu)
+        print(f"{a.method} ({law.name}): N = {a.N.value:.4g}, D = {a.D.value:.4g} tokens "
+              f"({a.tokens_per_param.value:.1f} tokens/param), C = {a.C:.4g} FLOPs, predicted loss "
+              f"{a.loss.value:.4f} nats/token")
+        print("  " + "; ".join([a.compute, *(f"{k} = {v:.4g}" for k, v in a.given.items()), *a.notes]))
         print(f"  shape: d_model {shape.d_model}, n_layer {shape.n_layer}, n_head {shape.n_head} "
-              f"-> N = {shape.N:.4g} (12 L d^2 + vocab d), {shape.N_non_embedding:.4g} non-embedding")
+              f"-> N = {shape.N:.4g} total, {shape.N_non_embedding:.4g} non-embedding (SwiGLU, untied output)")
         print(f"  cost: {hours:.4g} {args.hardware} hours at MFU {args.mfu:g}"
               + (f" (training + serving {args.inference_tokens:.3g} tokens)" if serve else ""))
     return 0
@@ -145,6 +152,7 @@ def add_forecast(sub) -> None:
                    help="budget in FLOPs: compute-optimal N, D (or with --N / --D, the other from C = 6ND)")
     p.add_argument("--N", type=float, help="parameters")
     p.add_argument("--D", type=float, help="training tokens")
+    p.add_argument("--U", type=float, help="unique tokens (laws that read U, e.g. data_constrained)")
     p.add_argument("--level", type=float, default=None, help="interval level (default: the fit's)")
     p.set_defaults(func=_forecast)
 
@@ -153,7 +161,8 @@ def _forecast(args) -> int:
     from scalefit.analysis.forecast import forecast
     from scalefit.fitting.result import FitResult
 
-    print(forecast(FitResult.load(args.fit), N=args.N, D=args.D, C=args.compute, level=args.level))
+    print(forecast(FitResult.load(args.fit), N=args.N, D=args.D, C=args.compute, level=args.level,
+                   **({} if args.U is None else {"U": args.U})))
     return 0
 
 
@@ -163,7 +172,8 @@ def add_report(sub) -> None:
     p.add_argument("--out", required=True, help="folder for report.md, report.html, figures, fit.json")
     from scalefit.fitting.laws import LAWS
 
-    p.add_argument("--law", default="chinchilla", choices=sorted(LAWS), help="law to fit")
+    p.add_argument("--law", default="chinchilla",
+                   help=f"law to fit: {', '.join(sorted(LAWS))}; NAME[KEY=VALUE] holds a parameter fixed")
     p.add_argument("--bootstrap", type=int, default=200, metavar="B", help="bootstrap resamples of runs")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--holdout", type=float, default=0.15,
@@ -175,11 +185,14 @@ def add_report(sub) -> None:
 
 
 def _report(args) -> int:
+    from scalefit.fitting.sources import is_store, read_runs, store_curves
     from scalefit.report.build import build_report
 
     holdout = int(args.holdout) if args.holdout >= 1 else args.holdout
-    s = build_report(args.source, args.out, law=args.law, bootstrap=args.bootstrap, seed=args.seed,
-                     holdout=holdout, level=args.ci, n_kind=args.n_kind)
+    table = read_runs(args.source, n_kind=args.n_kind)
+    curves = store_curves(args.source, table) if is_store(args.source) else None
+    s = build_report(table, args.out, law=args.law, bootstrap=args.bootstrap, seed=args.seed,
+                     holdout=holdout, level=args.ci, curves=curves)
     print(f"{s.law} on {s.n_runs} runs" + ("" if s.a is None else f": a = {s.a:.3f}, b = {s.b:.3f}"))
     if s.backtest_mean_abs_rel_err is not None:
         print(f"backtest |relative error|: mean {s.backtest_mean_abs_rel_err:.2%}, "

@@ -17,7 +17,10 @@ def add_fit(sub) -> None:
     p.add_argument("table", help="CSV or Parquet file, reference dataset name, or run-store folder")
     from scalefit.fitting.laws import LAWS
 
-    p.add_argument("--law", default="chinchilla", choices=sorted(LAWS), help="law to fit")
+    p.add_argument("--law", default="chinchilla",
+                   help=f"law to fit: {', '.join(sorted(LAWS))}; NAME[KEY=VALUE] holds a parameter fixed")
+    p.add_argument("--fix", action="append", default=[], metavar="KEY=VALUE",
+                   help="hold a parameter of the law at VALUE (repeatable), e.g. --fix E=1.6")
     p.add_argument("--bootstrap", type=int, default=0, metavar="B",
                    help="bootstrap resamples of whole runs for SEs and CIs (e.g. 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
@@ -44,17 +47,17 @@ def add_fit(sub) -> None:
 
 
 def _fit(args) -> int:
-    from pathlib import Path
-
-    from scalefit.fitting.fitter import Objective, fit
-    from scalefit.report.build import read_runs, store_curves
+    from scalefit.fitting.fitter import fit
+    from scalefit.fitting.laws import get_law
+    from scalefit.fitting.solver import Objective
+    from scalefit.fitting.sources import is_store, read_runs, store_curves
 
     table = read_runs(args.table, n_col=args.n_col, d_col=args.d_col, c_col=args.c_col,
                       loss_col=args.loss_col, run_col=args.run_col, weight_col=args.weight_col,
                       n_kind=args.n_kind, c_kind=args.c_kind)
-    store = Path(args.table).is_dir()
+    law = get_law(args.law).with_fixed(**dict(key_values(args.fix)))
     objective = Objective(args.delta, args.over_penalty)
-    result = fit(table, args.law, objective=objective, bootstrap_resamples=args.bootstrap, seed=args.seed,
+    result = fit(table, law, objective=objective, bootstrap_resamples=args.bootstrap, seed=args.seed,
                  ci_level=args.ci, progress=args.bootstrap >= 200)
     if args.compute:
         from dataclasses import replace
@@ -62,28 +65,27 @@ def _fit(args) -> int:
         derived = dict(result.derived)
         for C in args.compute:
             alloc = result.allocate(C)
-            derived[f"N_opt@{C:.3g}"] = alloc["N"]
-            derived[f"D_opt@{C:.3g}"] = alloc["D"]
-            derived[f"L_opt@{C:.3g}"] = alloc["loss"]
+            derived[f"N_opt@{C:.3g}"] = alloc.N
+            derived[f"D_opt@{C:.3g}"] = alloc.D
+            derived[f"L_opt@{C:.3g}"] = alloc.loss
         result = replace(result, derived=derived)  # so the JSON carries them too
-    print(result.summary())
+    print(result.report())
     if args.approach == "all":
         from scalefit.analysis.compare import compare_approaches
 
         # A run store's logs are training curves: Approach 1 reads them.
-        curves = store_curves(args.table, table) if store else None
+        curves = store_curves(args.table, table) if is_store(args.table) else None
         print(compare_approaches(table, result, curves=curves, level=args.ci))
         _print_kaplan_frontier(table, result)
     if args.holdout > 0:
-        from scalefit.analysis.forecast import backtest
-        from scalefit.report.build import can_backtest
+        from scalefit.analysis.backtest import backtest, can_backtest
 
-        why_not = can_backtest(table, args.law, args.holdout)
+        why_not = can_backtest(table, law, args.holdout)
         if why_not:
             print(f"backtest skipped: {why_not}")
         else:
             # Fewer resamples than the main fit: the backtest's intervals only need to be indicative.
-            print(backtest(table, args.law, holdout=args.holdout, bootstrap_resamples=min(args.bootstrap, 100),
+            print(backtest(table, law, holdout=args.holdout, bootstrap_resamples=min(args.bootstrap, 100),
                            seed=args.seed, level=args.ci, objective=objective))
     if args.out:
         print(f"wrote {result.save(args.out)}")
@@ -92,20 +94,19 @@ def _fit(args) -> int:
 
 def _print_kaplan_frontier(table, result) -> None:
     """Kaplan et al. 2020's L(C) = (C_c/C)^alpha_C (and + E) on the frontier of the table's runs."""
-    from scalefit.analysis.approach1 import fit_frontier, pareto_frontier
+    from scalefit.analysis.frontier import fit_frontier
 
-    frame = table.frame
-    idx = pareto_frontier(frame["C"], frame["loss"])
-    C, L = frame["C"].to_numpy(float)[idx], frame["loss"].to_numpy(float)[idx]
-    print(f"Kaplan L(C) frontier ({len(idx)} runs lower than every run of less compute; C {table.c_kind}):")
+    print(f"Kaplan L(C) frontier (runs lower than every run of less compute; C {table.c_kind}):")
     for irreducible in (False, True):
         try:
-            f = fit_frontier(C, L, irreducible=irreducible)
+            f = fit_frontier(table, irreducible=irreducible)
         except ValueError as e:
             print(f"  {'with' if irreducible else 'without'} E: not fitted ({e})")
             continue
-        print(f"  L = {f'{f.E:.4g} + ' if irreducible else ''}(C_c/C)^alpha_C: alpha_C = {f.alpha_C:.4g}, "
-              f"C_c = {f.C_c:.4g}, RMS log residual {f.rmse_log:.3g}")
+        v = f.values()
+        e = f"{v['E']:.4g} + " if irreducible else ""
+        print(f"  L = {e}(C_c/C)^alpha_C: alpha_C = {v['alpha_C']:.4g}, "
+              f"C_c = {v['C_c']:.4g}, RMS log residual {f.solver.residual_scale:.3g} ({f.n_points} runs)")
     p = result.values()
     if {"alpha", "beta"} <= set(p):
         print(f"  Approach 3 implies alpha_C = alpha beta / (alpha + beta) = "
@@ -158,8 +159,10 @@ def _isoflop(args) -> int:
     import pandas as pd
 
     from scalefit.analysis.approach2 import approach2, approach2_by
+    from scalefit.fitting.table import load_table
 
-    table = pd.read_csv(args.table).rename(columns=dict(key_values(args.rename, float_values=False)))
+    frame = pd.read_csv(args.table).rename(columns=dict(key_values(args.rename, float_values=False)))
+    table = load_table(frame, keep=[args.by] if args.by else ())
     results = approach2_by(table, args.by, method=args.method) if args.by else {args.table: approach2(
         table, method=args.method)}
     for key, r in results.items():

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from scalefit.fitting import datasets
-from scalefit.conventions import SIXND_EXACT_RTOL, SIXND_RTOL, CKind, NKind
+from scalefit.conventions import LOSS_UNIT, SIXND_EXACT_RTOL, SIXND_RTOL, CKind, NKind
 
 # Column names tried, in order, when no column is named; matched exactly, then case-insensitively.
 CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -53,7 +53,13 @@ class FitTable:
     def __hash__(self) -> int:
         return hash((self.fingerprint, self.n_kind, self.c_kind))
 
-    def summary(self) -> str:
+    def summary(self) -> dict:
+        """Rows used and excluded (with reasons), conventions and notes, as data."""
+        return {"source": self.source, "rows": len(self.frame), "excluded": [list(x) for x in self.excluded],
+                "n_kind": self.n_kind.value, "c_kind": self.c_kind.value, "loss_unit": LOSS_UNIT,
+                "notes": list(self.notes), "fingerprint": self.fingerprint}
+
+    def report(self) -> str:
         """Rows used and excluded, conventions and notes, one line each."""
         lines = [
             f"{self.source}: {len(self.frame)} rows used, {len(self.excluded)} excluded; "
@@ -62,6 +68,22 @@ class FitTable:
         lines += [f"  excluded row {row}: {why}" for row, why in self.excluded]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+    def subset(self, mask, note: str) -> FitTable:
+        """The rows where `mask` (bool per row of `frame`) holds, as a table of their own: its fingerprint
+        is of those rows, `note` says why, and exclusions and notes of this table stay with it."""
+        frame = self.frame[np.asarray(mask, bool)].reset_index(drop=True)
+        if not len(frame):
+            raise ValueError(f"{self.source}: {note}: no rows left")
+        extra = [c for c in frame.columns if c not in ("N", "D", "C", "loss", "run", "weight", "row")]
+        return FitTable(frame=frame, excluded=self.excluded, notes=(*self.notes, note), source=self.source,
+                        n_kind=self.n_kind, c_kind=self.c_kind, fingerprint=_fingerprint(frame, extra))
+
+    def with_context(self, *, excluded=None, notes=(), source: str | None = None) -> FitTable:
+        """The same rows with exclusions replaced (when given), notes added and the source renamed."""
+        return FitTable(frame=self.frame, excluded=self.excluded if excluded is None else tuple(excluded),
+                        notes=(*self.notes, *notes), source=self.source if source is None else source,
+                        n_kind=self.n_kind, c_kind=self.c_kind, fingerprint=self.fingerprint)
 
 
 def load_table(

@@ -1,8 +1,10 @@
-"""Figures of a scaling study. Every function draws on a Matplotlib `ax` it is given and returns it.
+"""Figures of a scaling study, one argument order for all: `fn(result, table=None, *, ax=None, ...)`
+(`isoflop_curves`, which needs no fit, takes the table first). Each draws on the Matplotlib `ax` it is
+given (a new Agg figure when None) and returns it.
 
-Nothing here touches pyplot's global state: to save a figure without a display, build it as
-`matplotlib.figure.Figure()` (which renders with the Agg backend) or call `figure()` below. Axes use
-log scales for N, D and C; loss is in nats per token of the runs' own tokenizer.
+Nothing here touches pyplot's global state: `figure()` builds a `matplotlib.figure.Figure` rendered by
+the Agg backend, so figures save without a display. Axes use log scales for N, D and C; loss is in nats
+per token of the runs' own tokenizer.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from scalefit.analysis.forecast import allocation_curve, frontier_curve, predict_intervals
-from scalefit.fitting.laws import get_law
+from scalefit.analysis.approach2 import isoflop_optima
+from scalefit.analysis.forecast import allocation_curve, frontier_curve
 from scalefit.fitting.result import FitResult
 
 
@@ -29,9 +31,13 @@ def _frame(data) -> pd.DataFrame:
     return data.frame if hasattr(data, "frame") else data
 
 
+def _axes(ax):
+    return figure()[1] if ax is None else ax
+
+
 def _compute_label(result: FitResult) -> str:
-    """Axis label naming how C is counted: the fit's compute model for laws in N and D."""
-    if get_law(result.law).inputs == ("N", "D"):
+    """Axis label naming how C is counted: the fit's compute model for laws that split a budget."""
+    if result.law.can_allocate:
         return f"training compute C (FLOPs, {result.c_kind}: {result.compute.describe()})"
     return f"training compute C (FLOPs, {result.c_kind})"
 
@@ -45,18 +51,17 @@ def _budget_colors(values):
     return lambda v: cmap(norm(v)), norm, cmap
 
 
-def isoflop_curves(ax, table: pd.DataFrame, optima: pd.DataFrame | None = None, method: str = "akima"):
+def isoflop_curves(table, optima: pd.DataFrame | None = None, *, ax=None, method: str = "akima"):
     """Loss against N for each FLOP budget C, with each curve's fitted minimum (Approach 2).
 
     `table` has columns N, C, loss (one budget per distinct C); `optima` is the first result of
     `scalefit.analysis.approach2.isoflop_optima` (computed here with `method` when None). Flagged budgets'
     minima are drawn hollow: they are not used by the power-law fit.
     """
-    from scalefit.analysis.approach2 import isoflop_optima
-
+    ax = _axes(ax)
     df = _frame(table)
     if optima is None:
-        optima, _ = isoflop_optima(df[["N", "D", "C", "loss"]], method)
+        optima, _ = isoflop_optima(df, method)
     color, norm, cmap = _budget_colors(df["C"].unique())
     for C, g in df.groupby("C", sort=True):
         g = g.sort_values("N")
@@ -81,7 +86,7 @@ def isoflop_curves(ax, table: pd.DataFrame, optima: pd.DataFrame | None = None, 
     return ax
 
 
-def loss_vs_compute(ax, table, result: FitResult, *, extrapolate_to: float | None = None,
+def loss_vs_compute(result: FitResult, table, *, ax=None, extrapolate_to: float | None = None,
                     held_out: pd.DataFrame | None = None, level: float | None = None):
     """Runs' loss against compute, the fitted compute-optimal frontier, its extrapolation and bands.
 
@@ -89,6 +94,7 @@ def loss_vs_compute(ax, table, result: FitResult, *, extrapolate_to: float | Non
     beyond it up to `extrapolate_to`; the dark band is the law's bootstrap interval, the light band
     the prediction interval for one run. `held_out` rows (a backtest's) are drawn as open markers.
     """
+    ax = _axes(ax)
     df = _frame(table)
     c_lo, c_hi = float(df["C"].min()), float(df["C"].max())
     top = max(c_hi, extrapolate_to or c_hi, float(held_out["C"].max()) if held_out is not None else c_hi)
@@ -100,7 +106,7 @@ def loss_vs_compute(ax, table, result: FitResult, *, extrapolate_to: float | Non
         ax.fill_between(C, iv.param_low, iv.param_high, color="tab:blue", alpha=0.35, lw=0,
                         label=f"{pct} law interval")
     inside = C <= c_hi * (1 + 1e-9)
-    ax.plot(C[inside], iv.loss[inside], "-", color="tab:blue", lw=1.8, label=f"frontier ({result.law})")
+    ax.plot(C[inside], iv.loss[inside], "-", color="tab:blue", lw=1.8, label=f"frontier ({result.law.name})")
     if (~inside).any():
         ax.plot(C[~inside], iv.loss[~inside], "--", color="tab:blue", lw=1.8, label="extrapolation")
     ax.scatter(df["C"], df["loss"], s=10, color="0.35", zorder=3, label="fitted runs")
@@ -116,7 +122,7 @@ def loss_vs_compute(ax, table, result: FitResult, *, extrapolate_to: float | Non
     return ax
 
 
-def loss_contours(ax, result: FitResult, table=None, *, C_range: tuple[float, float] | None = None,
+def loss_contours(result: FitResult, table=None, *, ax=None, C_range: tuple[float, float] | None = None,
                   levels: int = 14):
     """Contours of the fitted L(N, D = C/F(N)) over (C, N), with the compute-optimal line N_opt(C).
 
@@ -125,25 +131,26 @@ def loss_contours(ax, result: FitResult, table=None, *, C_range: tuple[float, fl
     The Chinchilla law's surface drawn as Hoffmann et al. 2022, Fig. 4 (left) draw it: iso-loss
     contours in the plane of compute and model size, the efficient frontier through their minima.
     """
-    if result.law != "chinchilla":
-        raise ValueError(f"contours need the chinchilla law (a law in N and D), not {result.law}")
+    if not result.law.has_frontier or not result.law.can_allocate:
+        raise ValueError(f"contours need a law in N and D alone, not {result.law.name} ({result.formula})")
+    ax = _axes(ax)
     df = None if table is None else _frame(table)
     if C_range is None:
         if df is None:
             raise ValueError("give table or C_range")
         C_range = (float(df["C"].min()) / 3, float(df["C"].max()) * 30)
     C = np.geomspace(*C_range, 160)  # [m]
-    alloc = allocation_curve(result, C)
-    n_lo = min(alloc["N"].min(), df["N"].min() if df is not None else np.inf) / 10
-    n_hi = max(alloc["N"].max(), df["N"].max() if df is not None else 0) * 10
+    N_opt = np.array([a.N.value for a in allocation_curve(result, C)])  # [m]
+    n_lo = min(N_opt.min(), df["N"].min() if df is not None else np.inf) / 10
+    n_hi = max(N_opt.max(), df["N"].max() if df is not None else 0) * 10
     N = np.geomspace(n_lo, n_hi, 150)  # [k]
     CC, NN = np.meshgrid(C, N)  # [k, m]
-    L = get_law("chinchilla").predict(result.values(), N=NN, D=result.compute.tokens(CC, NN))  # [k, m]
+    L = result.law.predict(result.values(), N=NN, D=result.compute.tokens(CC, NN))  # [k, m]
     lv = np.quantile(L, np.linspace(0.0, 0.85, levels))  # dense where the loss varies, not in the corners
     cs = ax.contourf(CC, NN, L, levels=np.unique(lv), cmap="magma_r", alpha=0.85, extend="max")
     ax.contour(CC, NN, L, levels=np.unique(lv), colors="k", linewidths=0.3)
     ax.figure.colorbar(cs, ax=ax, label="predicted loss (nats/token)")
-    ax.plot(C, alloc["N"], "-", color="deepskyblue", lw=2, label="compute-optimal N_opt(C)")
+    ax.plot(C, N_opt, "-", color="deepskyblue", lw=2, label="compute-optimal N_opt(C)")
     if df is not None:
         ax.scatter(df["C"], df["N"], s=6, color="w", edgecolors="k", lw=0.3, label="runs", zorder=3)
     ax.set_xscale("log")
@@ -155,17 +162,17 @@ def loss_contours(ax, result: FitResult, table=None, *, C_range: tuple[float, fl
     return ax
 
 
-def residuals(ax, table, result: FitResult, *, against: str = "C"):
+def residuals(result: FitResult, table, *, ax=None, against: str = "C"):
     """Log residuals log L_obs - log L_fit of every run against C (or N, D), with +-sigma lines.
 
-    sigma is the run-to-run scatter the prediction intervals use (`scalefit.analysis.forecast.residual_sigma`).
-    Structure in this plot (a trend, a curve) means the law's form misfits, not just noise.
+    sigma is the run-to-run scatter the prediction intervals use (`FitResult.sigma`). Structure in this
+    plot (a trend, a curve) means the law's form misfits, not just noise.
     """
+    ax = _axes(ax)
     df = _frame(table)
-    law = get_law(result.law)
     if against not in df.columns:
         raise ValueError(f"cannot plot residuals against {against!r}: table has {list(df.columns)}")
-    iv = predict_intervals(result, None, **{c: df[c].to_numpy(float) for c in law.inputs})
+    iv = result.predict(None, **{c: df[c].to_numpy(float) for c in result.law.inputs})
     r = np.log(df["loss"].to_numpy(float)) - np.log(iv.loss)
     colour = np.log10(df["N"].to_numpy(float)) if "N" in df.columns else None
     sc = ax.scatter(df[against], r, c=colour, s=10, cmap="viridis")
@@ -177,22 +184,33 @@ def residuals(ax, table, result: FitResult, *, against: str = "C"):
     ax.set_xscale("log")
     ax.set_xlabel({"C": "training compute C (FLOPs)", "N": "parameters N", "D": "tokens D"}.get(against, against))
     ax.set_ylabel("log residual (observed - fit)")
-    ax.set_title(f"Residuals ({result.law}); dashed: +-sigma = {iv.sigma:.3g}")
+    ax.set_title(f"Residuals ({result.law.name}); dashed: +-sigma = {iv.sigma:.3g}")
     return ax
 
 
-def allocation(ax, result: FitResult, C_range: tuple[float, float], *, optima: pd.DataFrame | None = None,
-               level: float | None = None):
-    """Compute-optimal N_opt(C) and D_opt(C) with bootstrap bands (Chinchilla closed form).
+def allocation(result: FitResult, table=None, *, ax=None, C_range: tuple[float, float] | None = None,
+               optima: pd.DataFrame | None = None, level: float | None = None):
+    """Compute-optimal N_opt(C) and D_opt(C) with bootstrap bands, over `C_range` (default: the table's
+    range of C, to 100x beyond it).
 
     `optima` (Approach 2 IsoFLOP minima: columns C, N_opt, D_opt, flagged) are overlaid as markers
     so the two approaches can be compared by eye.
     """
+    ax = _axes(ax)
+    if C_range is None:
+        if table is None:
+            raise ValueError("give table or C_range")
+        df = _frame(table)
+        C_range = (float(df["C"].min()), 100 * float(df["C"].max()))
     C = np.geomspace(*C_range, 100)
-    a = allocation_curve(result, C, level)
+    allocs = allocation_curve(result, C, level)
     for key, col, name in (("N", "tab:blue", "N_opt (parameters)"), ("D", "tab:orange", "D_opt (tokens)")):
-        ax.fill_between(C, a[f"{key}_low"], a[f"{key}_high"], color=col, alpha=0.25, lw=0)
-        ax.plot(C, a[key], "-", color=col, lw=1.8, label=name)
+        est = [getattr(a, key) for a in allocs]
+        mid = np.array([e.value for e in est])
+        lo = np.array([e.value if e.ci is None else min(e.ci[0], e.value) for e in est])
+        hi = np.array([e.value if e.ci is None else max(e.ci[1], e.value) for e in est])
+        ax.fill_between(C, lo, hi, color=col, alpha=0.25, lw=0)
+        ax.plot(C, mid, "-", color=col, lw=1.8, label=name)
     if optima is not None:
         ok = optima[~optima["flagged"] & optima["N_opt"].notna()]
         ax.plot(ok["C"], ok["N_opt"], "o", color="tab:blue", mec="k", ms=5, label="IsoFLOP minima N")
@@ -204,11 +222,3 @@ def allocation(ax, result: FitResult, C_range: tuple[float, float], *, optima: p
     ax.set_title("Compute-optimal allocation")
     ax.legend(fontsize=7)
     return ax
-
-
-def is_blank(png_path) -> bool:
-    """True when every pixel of the PNG has the same colour (nothing was drawn)."""
-    from matplotlib.image import imread
-
-    img = np.asarray(imread(str(png_path)), float)
-    return bool(img.size == 0 or np.var(img.reshape(-1, img.shape[-1]), axis=0).max() == 0)

@@ -227,3 +227,9 @@ class RunSpec:
         """Rebuild from :meth:`to_dict` output (configs are validated again)."""
         return cls(run_id=d["run_id"], model=ModelConfig(**d["model"]), train=TrainConfig(**d["train"]),
                    corpus=d.get("corpus"))
+
+
+def swiglu_width(d_model: int) -> int:
+    """The SwiGLU hidden width of the presets' recipe for a residual width `d_model` (8d/3, rounded up to
+    a multiple of 16), for shapes built outside the preset table (`scalefit.analysis.cost.model_shape`)."""
+    return _ff(d_model)

@@ -7,25 +7,32 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scalefit.analysis.approach1 import approach1, envelope_exponent_bound
 from scalefit.analysis.approach2 import (
     akima_minimum,
     approach2,
     approach2_by,
-    fit_power_law,
     isoflop_optima,
     parabola_minimum,
 )
-from scalefit.analysis.approach1 import (
-    approach1,
-    envelope_exponent_bound,
-    envelope_frontier,
-    fit_frontier,
-)
-from scalefit.analysis.allocate import chinchilla_exponents, chinchilla_loss, chinchilla_optimal
+from scalefit.analysis.frontier import fit_frontier
+from scalefit.analysis.powerlaw import fit_power_law
+from scalefit.fitting.laws import CHINCHILLA
+from scalefit.fitting.optimum import allocate
+from scalefit.fitting.table import load_table
 
 DATASETS = Path(__file__).resolve().parents[2] / "datasets"
 PORIAN = DATASETS / "porian2024"
 EPOCH = dict(E=1.817, A=482.0, B=2085.4, alpha=0.3478, beta=0.3658)
+A_TRUE = EPOCH["beta"] / (EPOCH["alpha"] + EPOCH["beta"])  # N_opt ~ C^a under C = 6ND
+
+
+def chinchilla_loss(N, D):
+    return CHINCHILLA.predict(EPOCH, N=N, D=D)
+
+
+def n_opt(C):
+    return allocate(CHINCHILLA, EPOCH, None, C).N.value
 
 
 def _porian():
@@ -42,7 +49,8 @@ def _porian():
 @pytest.fixture(scope="module")
 def porian_results():
     pts, fits, pairs = _porian()
-    return (approach2_by(pts, "cfg_id", method="akima"), approach2_by(pts, "cfg_id", method="parabola"),
+    table = load_table(pts, keep=["cfg_id"])
+    return (approach2_by(table, "cfg_id", method="akima"), approach2_by(table, "cfg_id", method="parabola"),
             fits, pairs)
 
 
@@ -108,7 +116,7 @@ def _parabolic_isoflops(a=0.55, g=0.08, curvature=0.05, per_budget=9, offset=0.0
 
 
 def test_parabola_recovers_exact_parabolic_isoflops():
-    res = approach2(_parabolic_isoflops(), method="parabola")
+    res = approach2(load_table(_parabolic_isoflops()), method="parabola")
     assert res.a == pytest.approx(0.55, abs=1e-10)
     assert res.b == pytest.approx(0.45, abs=1e-10)
     assert res.N_fit.coef == pytest.approx(0.08, rel=1e-8)
@@ -116,18 +124,17 @@ def test_parabola_recovers_exact_parabolic_isoflops():
 
 
 def test_akima_recovers_chinchilla_exponent():
-    a_true, b_true = chinchilla_exponents(EPOCH)
+    a_true, b_true = A_TRUE, 1 - A_TRUE
     rows = []
     for C in 1e18 * 3.0 ** np.arange(8):
-        n_opt = chinchilla_optimal(EPOCH, C).N
-        for N in n_opt * np.exp(np.linspace(-2.0, 2.3, 10)):
-            rows.append(dict(N=N, D=C / (6 * N), C=C, loss=float(chinchilla_loss(EPOCH, N, C / (6 * N)))))
-    res = approach2(pd.DataFrame(rows), method="akima")
+        for N in n_opt(C) * np.exp(np.linspace(-2.0, 2.3, 10)):
+            rows.append(dict(N=N, D=C / (6 * N), C=C, loss=float(chinchilla_loss(N, C / (6 * N)))))
+    res = approach2(load_table(pd.DataFrame(rows)), method="akima")
     # Each minimum is within half a grid cell (step 4.3/9/25 in ln N) plus interpolation error;
     # the same offset at every budget (the law is self-similar) leaves the slope nearly untouched.
     assert res.a == pytest.approx(a_true, abs=2e-3)
     assert res.b == pytest.approx(b_true, abs=2e-3)
-    assert np.all(np.abs(np.log(res.optima.N_opt / [chinchilla_optimal(EPOCH, c).N for c in res.optima.C])) < 0.05)
+    assert np.all(np.abs(np.log(res.optima.N_opt / [n_opt(c) for c in res.optima.C])) < 0.05)
 
 
 def test_edge_minima_and_thin_budgets_are_flagged_and_left_out():
@@ -136,7 +143,7 @@ def test_edge_minima_and_thin_budgets_are_flagged_and_left_out():
     edge = _parabolic_isoflops(offset=2.0)
     edge = edge[edge.C == edge.C.max()].assign(C=1e30, D=lambda t: 1e30 / (6 * t.N))
     thin = df[df.C == df.C.min()].iloc[:2].assign(C=5e17)
-    res = approach2(pd.concat([df, edge, thin]), method="akima")
+    res = approach2(load_table(pd.concat([df, edge, thin], ignore_index=True)), method="akima")
     opt = res.optima.set_index("C")
     assert set(res.flagged) == {1e30, 5e17}
     assert opt.loc[1e30, "reason"].startswith("minimum at/below the smallest")
@@ -153,22 +160,19 @@ def test_parabola_flags_concave_and_outside_vertex():
     assert edge == "high" and xm == pytest.approx(x[-1])
 
 
-def test_bad_isoflop_input_is_named_and_missing_loss_counted():
+def test_bad_isoflop_rows_are_excluded_with_their_reason_and_counted():
     df = _parabolic_isoflops()
-    with pytest.raises(KeyError, match="loss"):
-        approach2(df.drop(columns="loss"))
     bad = df.copy()
     bad.loc[7, "N"] = -5.0
-    with pytest.raises(ValueError, match=r"row 7, field 'N'"):
-        approach2(bad)
-    nan = df.copy()
-    nan.loc[[3, 12], "loss"] = np.nan
-    dup = pd.concat([nan, nan.iloc[[20]].assign(loss=9.0)])
-    opt, excluded = isoflop_optima(dup)
-    assert excluded == {"loss missing (NaN)": 2, "duplicate (C, N): kept the lowest loss": 1}
-    assert opt.n_points.sum() == len(df) - 2
+    bad.loc[[3, 12], "loss"] = np.nan
+    table = load_table(pd.concat([bad, bad.iloc[[20]].assign(loss=9.0)], ignore_index=True))
+    assert dict(table.excluded)[7] == "N is -5, expected finite and > 0"
+    opt, excluded = isoflop_optima(table)
+    assert excluded == {"N is -5, expected finite and > 0": 1, "loss is NaN, expected finite and > 0": 2,
+                        "duplicate (C, N): kept the lowest loss": 1}
+    assert opt.n_points.sum() == len(df) - 3
     with pytest.raises(ValueError, match="method"):
-        approach2(df, method="cubic")
+        approach2(table, method="cubic")
 
 
 def test_power_law_fit_exact_and_needs_three_points():
@@ -190,15 +194,14 @@ def _chinchilla_curves(ratio: float, n_lo=1e7, n_hi=1e10, points=300):
     rows = []
     for N in n_lo * ratio ** np.arange(steps + 1):
         D = np.geomspace(1e8, 1e13, points)
-        rows.append(pd.DataFrame(dict(run=f"N{N:.4g}", N=N, D=D, C=6 * N * D,
-                                      loss=chinchilla_loss(EPOCH, N, D))))
-    return pd.concat(rows, ignore_index=True)
+        rows.append(pd.DataFrame(dict(run=f"N{N:.4g}", N=N, D=D, C=6 * N * D, loss=chinchilla_loss(N, D))))
+    return load_table(pd.concat(rows, ignore_index=True))
 
 
 def test_approach1_recovers_exponent_within_ladder_bound():
     ratio = 2**0.25
     res = approach1(_chinchilla_curves(ratio), c_range=(1e17, 1e22))
-    a_true, b_true = chinchilla_exponents(EPOCH)
+    a_true = A_TRUE
     err = abs(res.a - a_true)
     # Rigorous for any unimodal IsoFLOP curve: each winner brackets the optimum, |ln error| <= ln r.
     general = envelope_exponent_bound(res, ratio)
@@ -221,55 +224,53 @@ def test_approach1_marks_ladder_ends_and_coarse_ladder_still_within_bound():
     assert res.n_edge > 0
     edge = res.envelope[res.envelope.edge]
     assert set(edge.N) <= {1e7, 1e7 * 2.0**10}
-    assert abs(res.a - chinchilla_exponents(EPOCH)[0]) <= envelope_exponent_bound(res, ratio)
+    assert abs(res.a - A_TRUE) <= envelope_exponent_bound(res, ratio)
 
 
 def test_approach1_rejects_bad_curves():
-    curves = _chinchilla_curves(2.0, points=20)
-    with pytest.raises(KeyError, match="run"):
-        approach1(curves.drop(columns="run"))
-    bad = curves.copy()
-    bad.loc[5, "C"] = np.inf
-    with pytest.raises(ValueError, match=r"row 5, field 'C'"):
-        approach1(bad)
+    curves = _chinchilla_curves(2.0, points=20).frame
+    with pytest.raises(ValueError, match="need >= 2 usable runs"):
+        approach1(load_table(curves.drop(columns="run")))  # every row its own run: no curve
     mixed = curves.copy()
     mixed.loc[0, "N"] = 123.0
     with pytest.raises(ValueError, match="several N values"):
-        approach1(mixed)
+        approach1(load_table(mixed))
 
 
 def test_frontier_exact_on_the_chinchilla_optimal_curve():
     # Along the compute-optimal path both reducible terms scale as C^-(alpha beta / (alpha + beta)).
     C = np.geomspace(1e18, 1e24, 12)
-    L = np.array([chinchilla_optimal(EPOCH, c).loss for c in C])
-    f = fit_frontier(C, L, irreducible=True)
+    allocs = [allocate(CHINCHILLA, EPOCH, None, c) for c in C]
+    table = load_table(pd.DataFrame({"N": [a.N.value for a in allocs], "D": [a.D.value for a in allocs], "C": C,
+                                     "loss": [a.loss.value for a in allocs]}))
     gamma = EPOCH["alpha"] * EPOCH["beta"] / (EPOCH["alpha"] + EPOCH["beta"])
-    assert f.alpha_C == pytest.approx(gamma, rel=1e-6)
-    assert f.E == pytest.approx(EPOCH["E"], rel=1e-6)
-    assert np.allclose(f(C), L, rtol=1e-9)
-    pure = fit_frontier(C, L - EPOCH["E"])
-    assert pure.alpha_C == pytest.approx(gamma, rel=1e-9) and pure.E == 0.0
+    f = fit_frontier(table, irreducible=True)
+    assert f.law.name == "kaplan_c_e" and f.n_points == 12
+    assert f.values()["alpha_C"] == pytest.approx(gamma, rel=1e-6)
+    assert f.values()["E"] == pytest.approx(EPOCH["E"], rel=1e-6)
+    assert np.allclose(f.predict(C=C).loss, table.frame["loss"], rtol=1e-9)
+    pure = fit_frontier(load_table(table.frame.assign(loss=table.frame["loss"] - EPOCH["E"])))
+    assert pure.values()["alpha_C"] == pytest.approx(gamma, rel=1e-6)
 
 
 def test_frontier_from_approach1_envelope():
     res = approach1(_chinchilla_curves(2**0.25), c_range=(1e17, 1e22))
-    f = envelope_frontier(res, irreducible=True)
+    f = fit_frontier(load_table(res.envelope[["run", "N", "D", "C", "loss"]]), irreducible=True)
     gamma = EPOCH["alpha"] * EPOCH["beta"] / (EPOCH["alpha"] + EPOCH["beta"])
     # The discrete ladder lifts the envelope above the true frontier by < 1e-3 relative here.
-    assert f.alpha_C == pytest.approx(gamma, abs=2e-3)
-    assert f.E == pytest.approx(EPOCH["E"], abs=5e-3)
+    assert f.values()["alpha_C"] == pytest.approx(gamma, abs=2e-3)
+    assert f.values()["E"] == pytest.approx(EPOCH["E"], abs=5e-3)
 
 
 def test_frontier_on_cerebras_gpt_predicts_held_out_models():
-    path = DATASETS / "cerebras_gpt" / "cerebras_gpt_final.csv"
-    assert path.exists(), f"{path} missing: the reference data ships in datasets/"
-    d = pd.read_csv(path)
-    train, test = d.iloc[:5], d.iloc[5:]  # 111M-2.7B fit, 6.7B and 13B held out
-    f = fit_frontier(train.flops_reported, train.pile_test_xent)
-    err = f(test.flops_reported.to_numpy()) / test.pile_test_xent.to_numpy() - 1
-    print(f"\nCerebras-GPT L(C) = (C_c/C)^{f.alpha_C:.4f}, C_c = {f.C_c:.3g} FLOPs; "
+    table = load_table("cerebras")
+    train = table.subset(np.arange(len(table)) < 5, "111M-2.7B fit, 6.7B and 13B held out")
+    f = fit_frontier(train)
+    test = table.frame.iloc[5:]
+    err = f.predict(C=test["C"].to_numpy()).loss / test["loss"].to_numpy() - 1
+    print(f"\nCerebras-GPT L(C) = (C_c/C)^{f.values()['alpha_C']:.4f}, C_c = {f.values()['C_c']:.3g} FLOPs; "
           f"held-out relative errors {np.round(err, 4)}")
-    assert 0.04 < f.alpha_C < 0.07
+    assert 0.04 < f.values()["alpha_C"] < 0.07
     assert np.all(np.abs(err) < 0.02)
 
 
@@ -283,5 +284,6 @@ def test_cli_isoflop_reports_exponent_and_flags(tmp_path, capsys):
                  "--rename", "params=N", "--rename", "flops=C"]) == 0
     out = capsys.readouterr().out
     assert "a = 0.5500" in out and "b = 0.4500" in out and "6 budgets, 0 flagged" in out
-    assert main(["isoflop", str(path)]) == 2  # columns not renamed: a clear error, exit 2
-    assert "lacks columns" in capsys.readouterr().err
+    df.drop(columns="loss").to_csv(path, index=False)
+    assert main(["isoflop", str(path)]) == 2  # no loss column: a clear error, exit 2
+    assert "no loss column" in capsys.readouterr().err

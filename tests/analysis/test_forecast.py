@@ -7,11 +7,14 @@ import pandas as pd
 import pytest
 from scipy.special import ndtri
 
+from scalefit.analysis.backtest import Backtest, backtest, holdout_split
+from scalefit.analysis.forecast import Forecast, allocation_curve, forecast, frontier_curve
 from scalefit.fitting.fitter import fit
-from scalefit.analysis.forecast import (Backtest, Forecast, _mixture_quantiles, allocation_curve, backtest,
-                               forecast, frontier_curve, holdout_split, predict_intervals, residual_sigma)
-from scalefit.analysis.allocate import chinchilla_loss, chinchilla_optimal
+from scalefit.fitting.laws import CHINCHILLA
+from scalefit.fitting.optimum import allocate
+from scalefit.fitting.predict import _mixture_quantiles
 from scalefit.fitting.result import FitResult
+from scalefit.fitting.table import load_table
 
 TRUE = {"E": 1.8, "A": 400.0, "B": 1200.0, "alpha": 0.34, "beta": 0.31}
 NOISE = 0.004  # log-normal scatter of the synthetic runs
@@ -22,13 +25,13 @@ def isoflop_runs(noise=NOISE, seed=0, budgets=np.geomspace(1e17, 1e21, 9), sizes
     rng = np.random.default_rng(seed)
     rows = []
     for C in budgets:
-        n_opt = chinchilla_optimal(TRUE, C).N
+        n_opt = allocate(CHINCHILLA, TRUE, None, C).N.value
         for N in n_opt * np.geomspace(1 / 8, 8, sizes):
             D = C / (6 * N)
-            rows.append((N, D, C, float(chinchilla_loss(TRUE, N, D)) * math.exp(noise * rng.standard_normal())))
+            rows.append((N, D, C, float(CHINCHILLA.predict(TRUE, N=N, D=D)) * math.exp(noise * rng.standard_normal())))
     df = pd.DataFrame(rows, columns=["N", "D", "C", "loss"])
     df["run"] = [f"r{i}" for i in range(len(df))]
-    return df
+    return load_table(df)
 
 
 @pytest.fixture(scope="module")
@@ -49,15 +52,15 @@ def test_mixture_quantiles_reduce_to_normal():
 
 def test_residual_sigma_corrects_degrees_of_freedom(synthetic_fit):
     n, k = synthetic_fit.n_points, 5
-    assert residual_sigma(synthetic_fit) == pytest.approx(
-        synthetic_fit.method["residual_scale"] * math.sqrt(n / (n - k)), rel=1e-12)
+    assert synthetic_fit.sigma == pytest.approx(
+        synthetic_fit.solver.residual_scale * math.sqrt(n / (n - k)), rel=1e-12)
     # The fit recovers the scatter that generated the data to within sampling error (63 runs).
-    assert 0.7 * NOISE < residual_sigma(synthetic_fit) < 1.3 * NOISE
+    assert 0.7 * NOISE < synthetic_fit.sigma < 1.3 * NOISE
 
 
 def test_intervals_nest_and_contain_the_point(synthetic_fit):
     N = np.geomspace(1e7, 1e11, 7)
-    iv = predict_intervals(synthetic_fit, N=N, D=20 * N)
+    iv = synthetic_fit.predict(N=N, D=20 * N)
     assert np.all(iv.low <= iv.param_low) and np.all(iv.param_low <= iv.loss)
     assert np.all(iv.loss <= iv.param_high) and np.all(iv.param_high <= iv.high)
     # The one-run interval is at least the scatter alone: exp(+-1.96 sigma).
@@ -70,8 +73,8 @@ def test_intervals_nest_and_contain_the_point(synthetic_fit):
 def test_prediction_interval_covers_fresh_runs(synthetic_fit):
     # New runs from the same law inside the fitted range land inside the 95% one-run interval
     # about 95% of the time (a loose bound: 63 fresh runs, one seed).
-    fresh = isoflop_runs(seed=7)
-    iv = predict_intervals(synthetic_fit, N=fresh["N"].to_numpy(), D=fresh["D"].to_numpy())
+    fresh = isoflop_runs(seed=7).frame
+    iv = synthetic_fit.predict(N=fresh["N"].to_numpy(), D=fresh["D"].to_numpy())
     inside = np.mean((fresh["loss"] >= iv.low) & (fresh["loss"] <= iv.high))
     print(f"coverage of fresh runs: {inside:.1%}")
     assert inside >= 0.85
@@ -83,16 +86,16 @@ def test_forecast_at_compute_and_at_N_D(synthetic_fit):
     assert f.param_interval[0] <= f.loss <= f.param_interval[1]
     assert f.interval[0] <= f.loss <= f.interval[1]
     a = synthetic_fit.allocate(1e22)
-    assert f.at["N"] == pytest.approx(a["N"].value) and f.at["D"] == pytest.approx(a["D"].value)
-    assert f.allocation["N_opt"].ci is not None
+    assert f.at["N"] == pytest.approx(a.N.value) and f.at["D"] == pytest.approx(a.D.value)
+    assert f.allocation.N.ci is not None
     # The truth at the true optimum lies inside the one-run interval.
-    assert f.interval[0] <= chinchilla_optimal(TRUE, 1e22).loss <= f.interval[1]
+    assert f.interval[0] <= allocate(CHINCHILLA, TRUE, None, 1e22).loss.value <= f.interval[1]
     text = str(f)
     assert "compute-optimal" in text and "prediction interval" in text and "nats/token" in text
     g = forecast(synthetic_fit, N=1e9, D=2e10)
     assert g.loss == pytest.approx(float(synthetic_fit.predict(N=1e9, D=2e10).loss))
     h = forecast(synthetic_fit, C=1.2e20, N=1e9)
-    assert h.at["D"] == pytest.approx(2e10) and h.allocation == {}
+    assert h.at["D"] == pytest.approx(2e10) and h.allocation is None
 
 
 def test_forecast_survives_json_round_trip(synthetic_fit, tmp_path):
@@ -110,15 +113,16 @@ def test_forecast_bad_input(synthetic_fit):
     with pytest.raises(ValueError, match="finite number > 0"):
         forecast(synthetic_fit, C=-1.0)
     with pytest.raises(ValueError, match="level"):
-        predict_intervals(synthetic_fit, level=1.5, N=1e9, D=1e10)
+        synthetic_fit.predict(level=1.5, N=1e9, D=1e10)
 
 
 def test_allocation_and_frontier_curves(synthetic_fit):
     C = np.geomspace(1e18, 1e24, 5)
-    a = allocation_curve(synthetic_fit, C)
-    for i, c in enumerate(C):
-        assert a["N"][i] == pytest.approx(synthetic_fit.allocate(c)["N"].value, rel=1e-10)
-        assert a["N_low"][i] <= a["N"][i] <= a["N_high"][i]
+    curve = allocation_curve(synthetic_fit, C)
+    for a, c in zip(curve, C):
+        one = synthetic_fit.allocate(c)
+        assert a.N.value == pytest.approx(one.N.value, rel=1e-10) and a.N.ci == pytest.approx(one.N.ci, rel=1e-10)
+        assert a.N.ci[0] <= a.N.value <= a.N.ci[1] and a.C == c
     fr = frontier_curve(synthetic_fit, C)
     assert np.all(np.diff(fr.loss) < 0)
 
@@ -159,13 +163,13 @@ def test_cerebras_holdout_6_7B_and_13B():
     a correct law delivers, and the model-card losses (1.704, 1.575) must fall inside the 95%
     one-run interval.
     """
-    bt = backtest("cerebras", "kaplan_c", holdout=2, bootstrap_resamples=60)
+    bt = backtest(load_table("cerebras"), "kaplan_c", holdout=2, bootstrap_resamples=60)
     print(bt)
     assert list(bt.rows["run"]) == ["Cerebras-GPT-6.7B", "Cerebras-GPT-13B"]
     assert bt.n_fit_runs == 5
     assert bt.max_abs_rel_err < 0.03
     assert bt.coverage == 1.0
-    same = backtest("cerebras", "power_c", holdout=2, bootstrap_resamples=0)
+    same = backtest(load_table("cerebras"), "power_c", holdout=2, bootstrap_resamples=0)
     assert same.fit.params["E"].value < 1e-3  # E collapses to 0: the saturating law reduces to Kaplan's
     np.testing.assert_allclose(same.rows["pred"], bt.rows["pred"], rtol=1e-6)
 
@@ -173,7 +177,7 @@ def test_cerebras_holdout_6_7B_and_13B():
 @pytest.mark.slow
 def test_chinchilla_backtest_top_15_percent():
     """Hoffmann et al.'s 240 runs: refit without the top 15% by compute, forecast those 36 runs."""
-    bt = backtest("chinchilla", "chinchilla", holdout=0.15, bootstrap_resamples=50)
+    bt = backtest(load_table("chinchilla"), "chinchilla", holdout=0.15, bootstrap_resamples=50)
     print(bt)
     assert bt.n_held_runs == 36 and bt.n_fit_runs == 204
     # The full fit's log residual scale is 0.0076; forecasts up to 15x out stay within ~2%

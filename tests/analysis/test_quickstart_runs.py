@@ -5,10 +5,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from scalefit.analysis.compare import compare_approaches
 from scalefit.analysis.approach1 import approach1
+from scalefit.analysis.backtest import backtest
+from scalefit.analysis.compare import compare_approaches
 from scalefit.fitting.fitter import fit
-from scalefit.analysis.forecast import backtest
 from scalefit.fitting.table import load_table
 
 HERE = Path(__file__).resolve().parents[1] / "data" / "quickstart"
@@ -22,7 +22,7 @@ def quickstart():
     cv = pd.read_csv(HERE / "curves.csv").merge(runs[["run_id", "N_non_embedding"]], on="run_id")
     curves = pd.DataFrame({"run": cv["run_id"], "N": cv["N_non_embedding"], "D": cv["tokens"],
                            "C": cv["flops_exact"], "loss": cv["eval_loss"]})
-    return table, curves
+    return table, load_table(curves, n_kind="non-embedding", c_kind="exact")
 
 
 def test_backtest_of_the_largest_budget_is_within_two_percent(quickstart):

@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from scalefit.report.build import read_runs, store_curves
+from scalefit.fitting.sources import read_runs, store_curves
 from scalefit.store import tables
 from scalefit.sweep.run import run_sweep
 from scalefit.training import corpus
@@ -36,7 +36,7 @@ def test_curves_and_final_points_share_c(store, tmp_path, n_kind, c_kind):
     assert table.c_kind == c_kind
     # Approach 1 reads the curves; each run's last curve point is its final point, which Approaches 2
     # (IsoFLOP budgets) and 3 (the fit) read from the table.
-    curves = store_curves(store, table)
+    curves = store_curves(store, table).frame
     last = curves.sort_values("D").groupby("run").last()
     final = table.frame.set_index("run")
     np.testing.assert_allclose(last.loc[final.index, "C"], final["C"], rtol=1e-12)

@@ -11,7 +11,9 @@ from scalefit.training.config import get_preset
 from scalefit.training.counting import flops_per_token, param_counts
 from scalefit.fitting.fitter import fit
 from scalefit.analysis.forecast import forecast
-from scalefit.analysis.allocate import chinchilla_loss, chinchilla_optimal
+from scalefit.fitting.laws import CHINCHILLA
+from scalefit.fitting.optimum import allocate
+from scalefit.fitting.table import load_table
 from scalefit.fitting.result import FitResult
 
 QUICKSTART_LADDER = ["d16-l1", "d24-l1", "d32-l1", "d32-l2", "d48-l2", "d64-l2", "d64-l4", "d96-l3"]
@@ -76,30 +78,30 @@ def _runs_with_exact_flops():
     rows = []
     for n, f in zip(N, F):
         for D in n * np.geomspace(20, 400, 5):
-            rows.append(dict(N=n, D=D, C=f * D, loss=float(chinchilla_loss(TRUE, n, D))))
+            rows.append(dict(N=n, D=D, C=f * D, loss=float(CHINCHILLA.predict(TRUE, N=n, D=D))))
     return pd.DataFrame(rows)
 
 
 def test_fit_allocates_in_the_runs_convention():
     runs = _runs_with_exact_flops()
-    res = fit(runs, "chinchilla", bootstrap_resamples=20, c_kind="exact", n_kind="non-embedding")
+    res = fit(load_table(runs, c_kind="exact", n_kind="non-embedding"), "chinchilla", bootstrap_resamples=20)
     cm = res.compute
-    assert cm.basis == "6N + m N^p" and "compute: C = D (6 N +" in res.summary()
+    assert cm.basis == "6N + m N^p" and "compute: C = D (6 N +" in res.report()
     C = 10 * runs["C"].max()
     a = res.allocate(C)
     # The budget is spent exactly under the runs' count, and the split is the law's true optimum there.
-    assert a["D"].value * cm.per_token(a["N"].value) == pytest.approx(C, rel=1e-10)
-    ref = chinchilla_optimal(TRUE, C, cm)
-    assert a["N"].value == pytest.approx(ref.N, rel=1e-4) and a["loss"].value == pytest.approx(ref.loss, rel=1e-6)
+    assert a.D.value * cm.per_token(a.N.value) == pytest.approx(C, rel=1e-10)
+    ref = allocate(CHINCHILLA, TRUE, None, C, cm)
+    assert a.N.value == pytest.approx(ref.N.value, rel=1e-4) and a.loss.value == pytest.approx(ref.loss.value, rel=1e-6)
     # Under 6ND the same budget would seem to buy 40% more tokens and a 3% lower loss: these runs'
     # C is 1.4-2.8x 6ND.
-    six = chinchilla_optimal(TRUE, C)
-    assert six.D / ref.D - 1 > 0.3 and 1 - six.loss / ref.loss > 0.02
-    assert a["N"].ci[0] <= a["N"].value <= a["N"].ci[1]
+    six = allocate(CHINCHILLA, TRUE, None, C)
+    assert six.D.value / ref.D.value - 1 > 0.3 and 1 - six.loss.value / ref.loss.value > 0.02
+    assert a.N.ci[0] <= a.N.value <= a.N.ci[1]
     # A forecast there says where the compute model is extrapolated, and splits a budget with one of
     # N, D by the same count.
     f = forecast(res, C=C)
-    assert f.at["N"] == a["N"].value and "C = D (6 N +" in str(f)
+    assert f.at["N"] == a.N.value and "C = D (6 N +" in str(f)
     far = forecast(res, C=1000 * C)
     assert any("beyond the largest N the compute model" in n for n in far.notes), far
     assert not forecast(res, C=float(runs["C"].median())).notes
@@ -108,16 +110,16 @@ def test_fit_allocates_in_the_runs_convention():
     assert forecast(res, C=C, D=g.at["D"]).at["N"] == pytest.approx(1e5, rel=1e-9)
     # The compute model survives the JSON round trip, and so does the allocation.
     back = FitResult.from_dict(json.loads(res.to_json()))
-    assert back.compute == cm and back.allocate(C)["N"].value == pytest.approx(a["N"].value, rel=1e-12)
+    assert back.compute == cm and back.allocate(C).N.value == pytest.approx(a.N.value, rel=1e-12)
 
 
 def test_exponents_in_the_runs_convention():
     runs = _runs_with_exact_flops()
-    res = fit(runs, "chinchilla", c_kind="exact", n_kind="non-embedding")
+    res = fit(load_table(runs, c_kind="exact", n_kind="non-embedding"), "chinchilla")
     C = (runs["C"].min(), runs["C"].max())
     e = res.exponents(C)
     Cs = np.geomspace(*C, 9)
-    logN = np.log([chinchilla_optimal(TRUE, c, res.compute).N for c in Cs])
+    logN = np.log([allocate(CHINCHILLA, TRUE, None, c, res.compute).N.value for c in Cs])
     slope = np.polyfit(np.log(Cs), logN, 1)[0]
     assert e["a"].value == pytest.approx(slope, abs=1e-4)
     assert e["a"].value > res.derived["a"].value + 0.02  # the overhead shrinks with N: larger a

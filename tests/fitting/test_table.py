@@ -264,7 +264,7 @@ def test_fittable_is_frozen_and_hashable():
         t.n_kind = "active"
     assert t == load_table(_runs()) and hash(t) == hash(load_table(_runs()))
     assert t != load_table(_runs(), n_kind="active")
-    assert "6 rows used, 0 excluded" in t.summary()
+    assert "6 rows used, 0 excluded" in t.report() and t.summary()["rows"] == 6
 
 
 def test_duplicate_index_falls_back_to_positions():

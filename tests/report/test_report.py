@@ -9,52 +9,63 @@ import pytest
 
 from scalefit import cli
 
-from scalefit.report import plots
-from scalefit.fitting.compute import SIX_ND, ComputeModel
+from scalefit.analysis.backtest import can_backtest
 from scalefit.analysis.compare import compare_approaches, isoflop_method, isoflop_structure, snap_budgets
-from scalefit.analysis.allocate import chinchilla_loss, chinchilla_optimal
-from scalefit.report.build import ReportSummary, build_report, can_backtest, read_runs
+from scalefit.fitting.compute import SIX_ND, ComputeModel
+from scalefit.fitting.laws import CHINCHILLA
+from scalefit.fitting.optimum import allocate
 from scalefit.fitting.result import FitResult
+from scalefit.fitting.sources import read_runs, store_curves
+from scalefit.fitting.table import load_table
+from scalefit.report.build import ReportSummary, build_report
 
 TRUE = {"E": 1.8, "A": 400.0, "B": 1200.0, "alpha": 0.34, "beta": 0.31}
 A_TRUE = TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"])
+
+
+def chinchilla_loss(N, D):
+    return CHINCHILLA.predict(TRUE, N=N, D=D)
+
+
+def optimum(C, compute=SIX_ND):
+    return allocate(CHINCHILLA, TRUE, None, C, compute)
 
 
 def isoflop_runs(noise=0.004, seed=0, compute=SIX_ND):
     rng = np.random.default_rng(seed)
     rows = []
     for C in np.geomspace(1e17, 1e20, 7):
-        for N in chinchilla_optimal(TRUE, C, compute).N * np.geomspace(1 / 6, 6, 7):
+        for N in optimum(C, compute).N.value * np.geomspace(1 / 6, 6, 7):
             D = float(compute.tokens(C, N))
-            rows.append((N, D, C, float(chinchilla_loss(TRUE, N, D)) * math.exp(noise * rng.standard_normal())))
+            rows.append((N, D, C, float(chinchilla_loss(N, D)) * math.exp(noise * rng.standard_normal())))
     df = pd.DataFrame(rows, columns=["N", "D", "C", "loss"])
     df["run"] = [f"r{i}" for i in range(len(df))]
     return df
 
 
-def _check_rendered(s: ReportSummary):
+def _check_rendered(s: ReportSummary, is_blank):
     md, ht = s.markdown.read_text(), s.html.read_text()
     assert s.figures
     for p in s.figures:
         assert p.is_file() and p.stat().st_size > 1000, p
-        assert not plots.is_blank(p), p
+        assert not is_blank(p), p
         assert f"]({p.name})" in md and f"src='{p.name}'" in ht
     # Every image the report references exists.
     for ref in re.findall(r"\]\(([^)]+\.png)\)", md):
         assert (s.out_dir / ref).is_file()
-    assert FitResult.load(s.fit_json).law == s.law
+    assert FitResult.load(s.fit_json).law.name == s.law
     return md, ht
 
 
 @pytest.fixture(scope="module")
 def synthetic_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    return build_report(isoflop_runs(), out, bootstrap=40, holdout=7)
+    return build_report(load_table(isoflop_runs()), out, bootstrap=40, holdout=7)
 
 
-def test_report_on_isoflop_runs(synthetic_report):
+def test_report_on_isoflop_runs(synthetic_report, is_blank):
     s = synthetic_report
-    md, ht = _check_rendered(s)
+    md, ht = _check_rendered(s, is_blank)
     names = {p.name for p in s.figures}
     assert names == {"loss_vs_compute.png", "residuals.png", "contours.png", "allocation.png", "isoflop.png"}
     assert s.a == pytest.approx(A_TRUE, abs=0.03)
@@ -65,14 +76,14 @@ def test_report_on_isoflop_runs(synthetic_report):
         assert lo <= loss <= hi
         # 10x and 100x beyond 1e20: within 2% of the truth's optimum (one seed; the intervals'
         # coverage that far out is not checked here, see docs/forecasting.md).
-        assert loss == pytest.approx(chinchilla_optimal(TRUE, C).loss, rel=0.02)
+        assert loss == pytest.approx(optimum(C).loss.value, rel=0.02)
     assert "2 (IsoFLOP)" in md and "3 (parametric fit)" in md and "Backtest" in md
     assert "<table>" in ht and "</html>" in ht
 
 
 def test_compare_approaches_agree_on_known_law():
-    runs = isoflop_runs()
-    assert isoflop_structure(runs) and isoflop_method(snap_budgets(runs, 0.0)) == "akima"
+    runs = load_table(isoflop_runs())
+    assert isoflop_structure(runs.frame) and isoflop_method(snap_budgets(runs.frame, 0.0)) == "akima"
     cmp = compare_approaches(runs, bootstrap_resamples=30)
     assert [e.approach for e in cmp.estimates] == ["2 (IsoFLOP)", "3 (parametric fit)"]
     for e in cmp.estimates:
@@ -86,10 +97,10 @@ def test_compare_flags_disagreement():
     # Approach 2 sees the true law; the parametric fit is handed a result with a wrong, tight a.
     from dataclasses import replace
 
+    from scalefit.fitting.estimate import Estimate
     from scalefit.fitting.fitter import fit
-    from scalefit.fitting.result import Estimate
 
-    runs = isoflop_runs()
+    runs = load_table(isoflop_runs())
     res = fit(runs, "chinchilla")
     res = replace(res, derived={"a": Estimate(0.70, 0.005, (0.69, 0.71)), "b": Estimate(0.30, 0.005, (0.29, 0.31))})
     cmp = compare_approaches(runs, res)
@@ -106,9 +117,9 @@ def test_snap_budgets_groups_nearby_compute():
     assert isoflop_method(s) == "parabola"
 
 
-def test_cerebras_report_with_a_law_in_compute(tmp_path):
-    s = build_report("cerebras", tmp_path, law="kaplan_c", bootstrap=40, holdout=2)
-    md, _ = _check_rendered(s)
+def test_cerebras_report_with_a_law_in_compute(tmp_path, is_blank):
+    s = build_report(load_table("cerebras"), tmp_path, law="kaplan_c", bootstrap=40, holdout=2)
+    md, _ = _check_rendered(s, is_blank)
     print(md)
     assert {p.name for p in s.figures} == {"loss_vs_compute.png", "residuals.png"}
     assert s.a is None and s.backtest_max_abs_rel_err < 0.03
@@ -151,14 +162,14 @@ def synthetic_curves():
     rows = []
     for i, N in enumerate(1e7 * 1.5 ** np.arange(12)):
         for D in np.geomspace(1e8, 2e12, 60):
-            rows.append((f"n{i}", N, D, 6 * N * D, float(chinchilla_loss(TRUE, N, D))))
-    return pd.DataFrame(rows, columns=["run", "N", "D", "C", "loss"])
+            rows.append((f"n{i}", N, D, 6 * N * D, float(chinchilla_loss(N, D))))
+    return load_table(pd.DataFrame(rows, columns=["run", "N", "D", "C", "loss"]))
 
 
 def test_compare_with_training_curves_runs_approach_1():
     from scalefit.analysis.approach1 import approach1, envelope_exponent_bound
 
-    cmp = compare_approaches(isoflop_runs(), curves=synthetic_curves(), bootstrap_resamples=20)
+    cmp = compare_approaches(load_table(isoflop_runs()), curves=synthetic_curves(), bootstrap_resamples=20)
     print(cmp)
     one = cmp.estimates[0]
     assert one.approach == "1 (envelope)"
@@ -186,33 +197,31 @@ def test_report_reads_a_run_store(tmp_path):
     table = read_runs(tmp_path / "runs")
     assert len(table.frame) == 2 and table.c_kind == "exact" and table.excluded == ()
     assert any("run store" in n for n in table.notes)
-    from scalefit.report.build import store_curves
-
-    cv = store_curves(tmp_path / "runs", table)
+    cv = store_curves(tmp_path / "runs", table).frame
     assert set(cv["run"]) == set(table.frame["run"]) and cv["loss"].notna().all() and len(cv) >= 4
 
 
-def test_report_for_a_law_without_compute(tmp_path):
+def test_report_for_a_law_without_compute(tmp_path, is_blank):
     # L(N) alone: no frontier, no budget forecasts, and too few runs left (5 < 2 x 3) to backtest.
-    s = build_report("cerebras", tmp_path, law="power_n", bootstrap=10, holdout=2)
-    md, _ = _check_rendered(s)
+    s = build_report(load_table("cerebras"), tmp_path, law="power_n", bootstrap=10, holdout=2)
+    md, _ = _check_rendered(s, is_blank)
     assert s.forecasts == () and s.backtest_mean_abs_rel_err is None
-    assert "does not depend on compute" in md and "No backtest: only 5 runs left" in md
+    assert "does not give the loss at a budget" in md and "No backtest: only 5 runs left" in md
 
 
-def test_report_forecasts_budgets_in_the_runs_count_of_compute(tmp_path):
+def test_report_forecasts_budgets_in_the_runs_count_of_compute(tmp_path, is_blank):
     # Runs whose C is counted as D (6N + 40 N^0.6) (an exact count with attention and output layer,
     # 1.2-2x 6ND here): the forecasts at 10x and 100x the largest budget are the law's optimum under
     # that count, and Approach 3's a (in that count too) matches Approach 2's.
     compute = ComputeModel(m=40.0, p=0.6)
     runs = isoflop_runs(compute=compute)
-    s = build_report(runs, tmp_path, bootstrap=20, holdout=7, c_kind="exact")
-    md, _ = _check_rendered(s)
+    s = build_report(load_table(runs, c_kind="exact"), tmp_path, bootstrap=20, holdout=7)
+    md, _ = _check_rendered(s, is_blank)
     fitted = FitResult.load(s.fit_json).compute
     assert fitted.basis == "6N + m N^p" and fitted.p == pytest.approx(0.6, abs=0.02)
     for C, loss, lo, hi in s.forecasts:
-        truth = chinchilla_optimal(TRUE, C, compute).loss
+        truth = optimum(C, compute).loss.value
         assert loss == pytest.approx(truth, rel=0.02)
-        assert abs(loss / chinchilla_optimal(TRUE, C).loss - 1) > abs(loss / truth - 1)
+        assert abs(loss / optimum(C).loss.value - 1) > abs(loss / truth - 1)
     assert "Compute convention: budgets here are C as the runs count it (exact), C = D (6 N + " in md
     assert not s.disagreements

@@ -1,0 +1,85 @@
+"""Chinchilla: L = E + A / N^alpha + B / D^beta (Hoffmann et al. 2022, eq. 2 and App. D.2).
+
+theta = (a, b, e, alpha, beta) with A = exp(a), B = exp(b), E = exp(e):
+    log L = LSE(a - alpha log N, b - beta log D, e).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scalefit.fitting.laws.base import Law, lse, product, safe_log
+
+PARAMS = ("E", "A", "B", "alpha", "beta")
+
+
+def _log_loss(theta, logx):
+    a, b, e, alpha, beta = theta
+    return lse(a - alpha * logx[0], b - beta * logx[1], e)
+
+
+def _to_params(theta):
+    a, b, e, alpha, beta = np.moveaxis(np.asarray(theta, float), -1, 0)
+    return np.stack([np.exp(e), np.exp(a), np.exp(b), alpha, beta], axis=-1)
+
+
+def _from_params(p):
+    E, A, B, alpha, beta = p
+    return np.array([safe_log(A), safe_log(B), safe_log(E), alpha, beta])
+
+
+def _grid(logx, logy):
+    # Hoffmann's grid (App. D.2, as replicated by Besiroglu et al. 2024): 6 x 6 x 5 x 5 x 5 = 4,500 starts.
+    return product(np.arange(0, 30, 5), np.arange(0, 30, 5), np.arange(-1, 1.5, 0.5),
+                   np.arange(0, 2.5, 0.5), np.arange(0, 2.5, 0.5))
+
+
+def exponents(p):
+    """Compute-optimal exponents N_opt ~ C^a, D_opt ~ C^b under C = 6ND (Hoffmann et al. 2022, eq. 4):
+    a = beta / (alpha + beta), b = alpha / (alpha + beta)."""
+    alpha, beta = np.asarray(p)[..., 3], np.asarray(p)[..., 4]
+    return {"a": beta / (alpha + beta), "b": alpha / (alpha + beta)}
+
+
+def split(E, A, B, alpha, beta, C, compute):
+    """Closed-form compute-optimal (N, D) of the Chinchilla law under C = k N^gamma D; arrays broadcast.
+
+    Setting d/dN [A N^-alpha + B (k N^gamma / C)^beta] = 0 gives
+        N_opt = (alpha A / (gamma beta B))^(1 / (alpha + gamma beta)) (C/k)^(beta / (alpha + gamma beta)),
+        D_opt = C / (k N_opt^gamma),
+    which for k = 6, gamma = 1 is Hoffmann et al. 2022, eq. 4: N_opt = G (C/6)^a, D_opt = G^-1 (C/6)^b,
+    G = (alpha A / (beta B))^(1/(alpha+beta)). E does not move the optimum.
+    """
+    if compute.m:
+        raise ValueError(f"no closed form under {compute.describe()}")
+    k, g = compute.k, compute.gamma
+    s = alpha + g * beta
+    N = (alpha * A / (g * beta * B)) ** (1.0 / s) * (np.asarray(C, float) / k) ** (beta / s)
+    return N, np.asarray(C, float) / (k * N**g)
+
+
+def _optimum(P, C, compute):
+    """`split` for every row of params [B, K] and budget C [m] -> N, D [B, m]; None under a two-term
+    compute model (no closed form)."""
+    if compute.m:
+        return None
+    cols = [np.asarray(P, float)[:, [i]] for i in range(5)]  # 5 x [B, 1]
+    return split(*cols, np.asarray(C, float)[None, :], compute)
+
+
+CHINCHILLA = Law(
+    name="chinchilla",
+    formula="L = E + A/N^alpha + B/D^beta",
+    inputs=("N", "D"),
+    theta_names=("a", "b", "e", "alpha", "beta"),
+    param_names=PARAMS,
+    log_loss=_log_loss,
+    to_params=_to_params,
+    from_params=_from_params,
+    grid=_grid,
+    bounds={"E": (0.0, np.inf), "A": (0.0, np.inf), "B": (0.0, np.inf), "alpha": (0.0, 3.0),
+            "beta": (0.0, 3.0)},
+    derived=exponents,
+    optimum=_optimum,
+    param_theta=(2, 0, 1, 3, 4),
+)
