@@ -190,5 +190,6 @@ def compare_approaches(table: FitTable, result: FitResult | None = None, *, curv
                     continue
                 if abs(x - y) > z * math.hypot(si, sj):
                     flags.append(f"{k}: approach {est[i].approach} gives {x:.3f}, approach {est[j].approach} "
-                                 f"gives {y:.3f} (difference {x - y:+.3f} > {z:.2f} x combined SE {math.hypot(si, sj):.3f})")
+                                 f"gives {y:.3f} (difference {x - y:+.3f} > {z:.2f} x combined SE "
+                                 f"{math.hypot(si, sj):.3f})")
     return Comparison(tuple(est), tuple(flags), tuple(skipped), level)

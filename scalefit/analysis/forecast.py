@@ -146,7 +146,7 @@ def frontier_curve(result: FitResult, C, level: float | None = None) -> Interval
         raise ValueError(f"no loss-vs-compute frontier for law {law.name} ({law.formula}); "
                          "fit a law in N and D or a law in C")
     C = np.atleast_1d(np.asarray(C, float))
-    if law.inputs == ("C",):
+    if not law.can_allocate:  # a law in C alone is the frontier
         return result.predict(level, C=C)
     allocs = allocation_curve(result, C, level)
     return result.predict(level, N=np.array([a.N.value for a in allocs]), D=np.array([a.D.value for a in allocs]))

@@ -8,12 +8,14 @@ library modules, imported lazily so `scalefit --help` is fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from scalefit.cli import decide, fitting, training
 
 # Registration order is the order in `scalefit --help`.
-_COMMANDS = [decide.add_quickstart, fitting.add_fit, fitting.add_datasets, training.add_train, fitting.add_isoflop,
+_COMMANDS = [decide.add_quickstart, fitting.add_fit, fitting.add_laws, fitting.add_datasets, training.add_train,
+             fitting.add_isoflop,
              decide.add_plan, training.add_sweep, training.add_runs,
              decide.add_forecast, decide.add_report]
 
@@ -34,3 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input is the user's to fix: one clear line, no traceback.
         print(f"scalefit: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`scalefit laws | head`): stop quietly, as other Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0

@@ -15,7 +15,7 @@ def add_quickstart(sub) -> None:
                        description="Run experiments/quickstart.toml on this machine (finished runs are "
                                    "reused), fit all approaches, backtest the largest budget, forecast "
                                    "10x and 100x it, and write the report.")
-    p.add_argument("--sweep", default=None, help="sweep file (default: experiments/quickstart.toml)")
+    p.add_argument("--sweep", default=None, help="sweep file or shipped sweep name (default: quickstart)")
     p.add_argument("--runs", default=None, help="run store folder (default: runs/<sweep name>)")
     p.add_argument("--out", default="report/quickstart", help="report folder")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the fit")
@@ -23,13 +23,10 @@ def add_quickstart(sub) -> None:
 
 
 def quickstart_file():
-    """experiments/quickstart.toml beside the package (an editable install or a source checkout)."""
-    from pathlib import Path
+    """The shipped experiments/quickstart.toml (in a checkout, an editable install or a wheel)."""
+    from scalefit.resources import sweep_file
 
-    path = Path(__file__).resolve().parents[2] / "experiments" / "quickstart.toml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run from a source checkout, or pass --sweep FILE")
-    return path
+    return sweep_file("quickstart")
 
 
 def _quickstart(args) -> int:
@@ -42,7 +39,9 @@ def _quickstart(args) -> int:
     from scalefit.sweep.run import run_sweep
 
     t0 = time.perf_counter()
-    plan = plan_sweep(args.sweep or quickstart_file())
+    from scalefit.resources import sweep_file
+
+    plan = plan_sweep(sweep_file(args.sweep) if args.sweep else quickstart_file())
     # The fit counts N and C as the design does ([isoflop] n_kind, flops_convention), so its budgets
     # and the forecasts' are the sweep's own.
     design = read_sweep_file(plan.source).get(plan.design, {})
@@ -170,10 +169,8 @@ def add_report(sub) -> None:
     p = sub.add_parser("report", help="fit, backtest, forecast and plot into a one-page report")
     p.add_argument("source", help="run-store folder, CSV/Parquet file or reference dataset name")
     p.add_argument("--out", required=True, help="folder for report.md, report.html, figures, fit.json")
-    from scalefit.fitting.laws import LAWS
-
     p.add_argument("--law", default="chinchilla",
-                   help=f"law to fit: {', '.join(sorted(LAWS))}; NAME[KEY=VALUE] holds a parameter fixed")
+                   help="law to fit (`scalefit laws` lists them); NAME[KEY=VALUE] holds a parameter fixed")
     p.add_argument("--bootstrap", type=int, default=200, metavar="B", help="bootstrap resamples of runs")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--holdout", type=float, default=0.15,

@@ -15,10 +15,8 @@ def add_fit(sub) -> None:
                        description="Fit a scaling law to TABLE: a CSV/Parquet file, a reference "
                                    "dataset name (scalefit datasets list) or a run-store folder.")
     p.add_argument("table", help="CSV or Parquet file, reference dataset name, or run-store folder")
-    from scalefit.fitting.laws import LAWS
-
     p.add_argument("--law", default="chinchilla",
-                   help=f"law to fit: {', '.join(sorted(LAWS))}; NAME[KEY=VALUE] holds a parameter fixed")
+                   help="law to fit (`scalefit laws` lists them); NAME[KEY=VALUE] holds a parameter fixed")
     p.add_argument("--fix", action="append", default=[], metavar="KEY=VALUE",
                    help="hold a parameter of the law at VALUE (repeatable), e.g. --fix E=1.6")
     p.add_argument("--bootstrap", type=int, default=0, metavar="B",
@@ -29,7 +27,8 @@ def add_fit(sub) -> None:
     p.add_argument("--over-penalty", type=float, default=1.0,
                    help="multiply the penalty of over-predicted losses by this (1 = symmetric)")
     for field in ("n", "d", "c", "loss", "run", "weight"):
-        p.add_argument(f"--{field}-col", default=None, help=f"column holding {field.upper() if len(field) == 1 else field}")
+        p.add_argument(f"--{field}-col", default=None,
+                       help=f"column holding {field.upper() if len(field) == 1 else field}")
     p.add_argument("--n-kind", default="total", choices=list(NKind), type=NKind.parse,
                    help="which parameters N counts")
     p.add_argument("--c-kind", default=None, choices=list(CKind), type=CKind.parse,
@@ -112,6 +111,24 @@ def _print_kaplan_frontier(table, result) -> None:
         print(f"  Approach 3 implies alpha_C = alpha beta / (alpha + beta) = "
               f"{p['alpha'] * p['beta'] / (p['alpha'] + p['beta']):.4g} for the reducible loss"
               + ("" if result.compute.is_6nd else " if C were 6ND"))
+
+
+def add_laws(sub) -> None:
+    p = sub.add_parser("laws", help="the laws scalefit fits: name, formula, inputs, what they can do")
+    p.set_defaults(func=_laws)
+
+
+def _laws(args) -> int:
+    from scalefit.fitting.laws import LAWS
+
+    for name, law in LAWS.items():
+        can = [c for c, ok in (("allocates C into N, D", law.can_allocate), ("frontier L(C)", law.has_frontier),
+                               ("closed-form optimum", law.optimum is not None)) if ok]
+        cond = f"; also needs {', '.join(law.conditions)}" if law.conditions else ""
+        print(f"{name:18s} {law.formula}")
+        print(f"{'':18s} inputs {', '.join(law.inputs)}; parameters {', '.join(law.param_names)}"
+              f"{cond}{'; ' + ', '.join(can) if can else ''}")
+    return 0
 
 
 def add_datasets(sub) -> None:

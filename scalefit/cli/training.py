@@ -66,12 +66,12 @@ def add_sweep(sub) -> None:
     p = sub.add_parser("sweep", help="plan and run a family of models from a sweep file (experiments/*.toml)")
     ssub = p.add_subparsers(dest="sweep_cmd", required=True)
     plan = ssub.add_parser("plan", help="print every run of a sweep file, its counts and cost; warn on weak designs")
-    plan.add_argument("file", help="sweep file (TOML, see docs/sweeps.md)")
+    plan.add_argument("file", help="sweep file (TOML, see docs/sweeps.md) or a shipped sweep's name (quickstart, ...)")
     plan.add_argument("--no-calibrate", action="store_true",
                       help="skip timing a few steps of the smallest and largest model (no wall-time estimate)")
     plan.set_defaults(func=_sweep_plan)
     run = ssub.add_parser("run", help="train every unfinished run of a sweep file (resumable)")
-    run.add_argument("file", help="sweep file (TOML, see docs/sweeps.md)")
+    run.add_argument("file", help="sweep file (TOML, see docs/sweeps.md) or a shipped sweep's name (quickstart, ...)")
     run.add_argument("--executor", choices=["local", "ray"], default="local",
                      help="local: one run after another here; ray: one task per run on a Ray cluster")
     run.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
@@ -83,7 +83,9 @@ def add_sweep(sub) -> None:
 def _sweep_plan(args) -> int:
     from scalefit.sweep.plan import format_plan, plan_sweep
 
-    plan = plan_sweep(args.file)
+    from scalefit.resources import sweep_file
+
+    plan = plan_sweep(sweep_file(args.file))
     walls = None
     if not args.no_calibrate:
         from scalefit.sweep.run import calibrate, estimate_wall
@@ -99,7 +101,9 @@ def _sweep_plan(args) -> int:
 def _sweep_run(args) -> int:
     from scalefit.sweep.run import run_sweep, summarize_overhead
 
-    rep = run_sweep(args.file, args.out, executor=args.executor, ray_address=args.ray_address,
+    from scalefit.resources import sweep_file
+
+    rep = run_sweep(sweep_file(args.file), args.out, executor=args.executor, ray_address=args.ray_address,
                     retry_diverged=args.retry_diverged)
     print(f"overhead: {summarize_overhead(rep['timings'])}")
     print(f"sweep wall time {rep['wall']:.1f} s; run table: scalefit runs ls {rep['out']}")

@@ -27,6 +27,8 @@ from typing import Callable
 
 import pandas as pd
 
+from scalefit import resources
+
 ENV_VAR = "SCALEFIT_DATASETS"
 
 # Epoch AI's replication drops the highest-loss points of the extracted Chinchilla data.
@@ -52,11 +54,11 @@ class _Spec:
 def data_dir() -> Path:
     """The folder holding the reference CSVs.
 
-    `$SCALEFIT_DATASETS` if set, else `<repository root>/datasets`, which is where an editable install
-    (`pip install -e .`) finds it.
+    `$SCALEFIT_DATASETS` if set, else the copy shipped with the package (`scalefit.resources`: the
+    repository's datasets/ folder in a checkout, its copy in a wheel).
     """
     env = os.environ.get(ENV_VAR)
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "datasets"
+    return Path(env) if env else Path(str(resources.files().joinpath("datasets")))
 
 
 def path(name: str) -> Path:
@@ -64,9 +66,8 @@ def path(name: str) -> Path:
     p = data_dir() / _spec(name).files[0]
     if not p.is_file():
         raise FileNotFoundError(
-            f"reference dataset {name!r} not found at {p}: scalefit's datasets live in the repository's "
-            f"datasets/ folder, found through an editable install (pip install -e .) of a full clone, "
-            f"or point ${ENV_VAR} at a copy of that folder"
+            f"reference dataset {name!r} not found at {p}: scalefit ships its datasets with the package "
+            f"(scalefit/resources/datasets); reinstall it, or point ${ENV_VAR} at a copy of that folder"
         )
     return p
 
@@ -245,7 +246,8 @@ _SPECS: dict[str, _Spec] = {
             "Chinchilla Scaling: A replication attempt (arXiv:2404.10102); epoch-research/analyzing-chinchilla "
             "@ 92258837425e1b5f2851d624287f0120583a3d0e, data/svg_extracted_data.csv"
         ),
-        license="no licence file in the source repository; values are measurements read off a published figure (cite both papers)",
+        license=("no licence file in the source repository; values are measurements read off a published figure "
+                 "(cite both papers)"),
         n_convention="total",
         d_convention="derived: D = C / (6 N) (not in the file)",
         c_convention="6ND (C = Training FLOP as read off the figure; D is derived assuming C = 6ND)",

@@ -188,7 +188,8 @@ def load_table(
     suffix = f" ({where})" if isinstance(source, (str, Path)) and where.startswith("file") else ""
     excluded = tuple((r, "; ".join(bad[r]) + suffix) for r in rows if r in bad)
     if len(frame) == 0:
-        raise ValueError(f"no usable rows in {where}: all {len(rows)} excluded, e.g. row {excluded[0][0]}: {excluded[0][1]}")
+        raise ValueError(f"no usable rows in {where}: all {len(rows)} excluded, e.g. row {excluded[0][0]}: "
+                         f"{excluded[0][1]}")
     extra = [c for c in ("U", *keep) if c in frame.columns]
     return FitTable(
         frame=frame,
@@ -228,6 +229,8 @@ def _read_file(p: Path) -> pd.DataFrame:
         hint = "" if p.suffix else f" (and not a dataset name; known datasets: {', '.join(datasets.names())})"
         raise FileNotFoundError(f"cannot read {p}: no such file{hint}")
     suffix = p.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        _need_pyarrow(p)
     try:
         if suffix == ".csv":
             return pd.read_csv(p)
@@ -236,6 +239,14 @@ def _read_file(p: Path) -> pd.DataFrame:
     except Exception as e:  # parser errors come in many types; the path is what the user needs
         raise ValueError(f"cannot read {p} as {suffix[1:]}: {type(e).__name__}: {e}") from e
     raise ValueError(f"cannot read {p}: expected a .csv or .parquet file, got {suffix or 'no suffix'!r}")
+
+
+def _need_pyarrow(p: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("pyarrow") is None:
+        raise ValueError(f"cannot read {p}: Parquet needs pyarrow, an optional dependency "
+                         "(pip install 'scalefit-lab[parquet]')")
 
 
 def _upstream_notes(attrs: dict) -> list[str]:

@@ -87,12 +87,13 @@ def build_report(table: FitTable, out_dir, *, law="chinchilla", bootstrap: int =
     """Fit, compare approaches, backtest, forecast and plot; write report.md/.html into `out_dir`.
 
     table: the runs (`scalefit.fitting.sources.read_runs`; a run-store folder or any other source is
-    read with its defaults, and a run store's logged curves go to Approach 1). The fit is Approach 3 (`scalefit.fitting.fitter.fit`, `bootstrap`
-    run-level resamples); Approach 2 runs when budgets (C grouped within a factor 1 + budget_rtol) hold
-    >= 3 sizes each for >= 3 budgets, Approach 1 when training curves are given (`curves`, e.g.
-    `scalefit.fitting.sources.store_curves`); the backtest (`scalefit.analysis.backtest`, `holdout`)
-    when `can_backtest` allows. Forecasts at 10x and 100x the largest C are compute-optimal for a law
-    that splits a budget into N and D, and on the L(C) frontier for laws in C.
+    read with its defaults, and a run store's logged curves go to Approach 1). The fit is Approach 3
+    (`scalefit.fitting.fitter.fit`, `bootstrap` run-level resamples); Approach 2 runs when budgets (C
+    grouped within a factor 1 + budget_rtol) hold >= 3 sizes each for >= 3 budgets, Approach 1 when
+    training curves are given (`curves`, e.g. `scalefit.fitting.sources.store_curves`); the backtest
+    (`scalefit.analysis.backtest`, `holdout`) when `can_backtest` allows. Forecasts at 10x and 100x the
+    largest C are compute-optimal for a law that splits a budget into N and D, and on the L(C) frontier
+    for laws in C.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

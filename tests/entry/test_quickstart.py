@@ -89,6 +89,6 @@ def test_default_sweep_is_the_shipped_quickstart():
     from scalefit.cli.decide import quickstart_file
 
     path = quickstart_file()
-    assert path == Path(__file__).resolve().parents[2] / "experiments" / "quickstart.toml"
+    assert path.resolve() == Path(__file__).resolve().parents[2] / "experiments" / "quickstart.toml"
     plan = plan_sweep(path)
     assert len(plan.runs) == 16 and not plan.warnings

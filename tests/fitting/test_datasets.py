@@ -23,9 +23,9 @@ PROVENANCE = ("title", "rows", "source", "license", "n_convention", "c_conventio
 
 def test_datasets_come_from_the_repository_not_the_shared_folder():
     repo = Path(__file__).resolve().parents[2]
-    assert datasets.data_dir() == repo / "datasets"
+    assert datasets.data_dir().resolve() == repo / "datasets"  # through the package's resources
     for name in datasets.names():
-        assert datasets.path(name).is_relative_to(repo / "datasets")
+        assert datasets.path(name).resolve().is_relative_to(repo / "datasets")
 
 
 def test_names():
