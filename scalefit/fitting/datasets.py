@@ -212,6 +212,17 @@ def _front(df: pd.DataFrame, first: list[str]) -> pd.DataFrame:
     return df[first + [c for c in df.columns if c not in first]]
 
 
+def _clark_final(raw: pd.DataFrame, include_dropped: bool) -> tuple[pd.DataFrame, dict]:
+    # The laws of Clark et al. use each run's last evaluation; every run trains the same 250,000 steps.
+    last = raw.loc[raw.groupby("hyper_id")["step"].idxmax()].sort_values("hyper_id")
+    df = last.rename(columns={"dense_parameter_count": "N", "loss_validation": "loss", "num_experts": "E"})
+    df["run"] = [f"hyper{h}" for h in df["hyper_id"]]
+    df["C"] = df["flops_per_step"] * df["step"]
+    extra = {"runs_by_router": {k: int(v) for k, v in df["router_type"].value_counts().items()},
+             "rows_in_file": len(raw), "rows_dropped": 0}
+    return _front(df, ["N", "E", "C", "loss", "run"]), extra
+
+
 _BUILDERS: dict[str, Callable[[pd.DataFrame, bool], tuple[pd.DataFrame, dict]]] = {
     "chinchilla": _chinchilla,
     "datablations": _datablations,
@@ -219,9 +230,20 @@ _BUILDERS: dict[str, Callable[[pd.DataFrame, bool], tuple[pd.DataFrame, dict]]] 
     "porian_optimal": _as_is,
     "porian_fits": _as_is,
     "cerebras": _cerebras,
+    "clark_routing": _clark_final,
+    "clark_routing_curves": _as_is,
+    "multipower": _as_is,
 }
 
 _HOFFMANN = "Hoffmann et al. 2022, Training Compute-Optimal Large Language Models (arXiv:2203.15556)"
+_CLARK = ("Clark et al. 2022, Unified Scaling Laws for Routed Language Models (ICML, arXiv:2202.01169); "
+          "google-deepmind/scaling_laws_for_routing @ 42da0c3, data/curves.csv.gz")
+_CLARK_COLS = ("hyper_id = run; step (an evaluation every 10,000 to 250,000); router_type Dense / Hash / S-Base / "
+               "RL-R; num_experts E (1..512); k experts per token; routing_frequency (share of routed blocks); "
+               "dense_parameter_count (what one token sees, the paper's N); total_parameter_count (all experts, "
+               "the paper's P); flops_per_step; model_size_label 15M..1.3B; d_model, num_blocks, num_heads, "
+               "kqv_size, flop_increase, seed; losses loss_validation (the paper's), loss_c4, loss_pile, "
+               "loss_lambada, loss_wikitext103, loss_curation_corpus")
 _PORIAN = (
     "Porian et al. 2024, Resolving Discrepancies in Compute-Optimal Scaling of Language Models "
     "(arXiv:2406.19146); formll/resolving-scaling-law-discrepancies @ 0dc60d91b8a525858a3067fc9e4a46ff5374cc6f"
@@ -361,6 +383,55 @@ _SPECS: dict[str, _Spec] = {
         ),
         notes="Natural holdout: fit 111M-2.7B, predict 6.7B and 13B.",
         published="model-card losses 2.566 (111M) .. 1.575 (13B)",
+    ),
+    "clark_routing": _Spec(
+        title="Dense and routed (MoE) runs, final evaluation (Clark et al. 2022)",
+        files=("routing_clark2022/curves.csv.gz",),
+        sha256=("c03e7531add85e594f368d33bac4a0220280be858a7ed12d147cf73af6a3819f",),
+        source=_CLARK,
+        license="data CC-BY 4.0, code Apache-2.0 (cite the paper)",
+        n_convention="active (dense_parameter_count: the parameters one token sees; total_parameter_count "
+                     "counts every expert)",
+        d_convention="not given: every run trains the same 250,000 steps",
+        c_convention="reported (flops_per_step x step, the authors' count)",
+        loss="nats/token, the paper's validation set (loss_validation; loss_c4, loss_pile ... kept)",
+        columns=f"N = dense_parameter_count; E = num_experts; C = flops_per_step x step; loss = loss_validation; "
+                f"run = hyper<hyper_id>; the last evaluation of each run; {_CLARK_COLS}",
+        notes="223 runs, the last of each run's 25-26 evaluations. Natural split: fit up to 370M, forecast 1.3B.",
+        published="law forms of Clark et al. (log L in log N and a saturating log E); see datasets/README.md",
+    ),
+    "clark_routing_curves": _Spec(
+        title="Dense and routed (MoE) runs, every evaluation (Clark et al. 2022)",
+        files=("routing_clark2022/curves.csv.gz",),
+        sha256=("c03e7531add85e594f368d33bac4a0220280be858a7ed12d147cf73af6a3819f",),
+        source=_CLARK,
+        license="data CC-BY 4.0, code Apache-2.0 (cite the paper)",
+        n_convention="active (dense_parameter_count; total_parameter_count counts every expert)",
+        d_convention="not given (steps)",
+        c_convention="reported (flops_per_step per step)",
+        loss="nats/token, loss_validation and the other evaluation sets",
+        columns=f"as published: {_CLARK_COLS}",
+        notes="Columns kept as published; one row per (run, evaluation step).",
+        published="see clark_routing",
+    ),
+    "multipower": _Spec(
+        title="Loss curves under nine learning-rate schedules, 25M/100M/400M (Luo et al. 2025)",
+        files=("multipower/curves.csv",),
+        sha256=("f522ad67b19cda26086f304abaf20f9d7da65aadef725cc2cc2a68c172cf6a61",),
+        source=("Luo et al. 2025, A Multi-Power Law for Loss Curve Prediction Across Learning Rate Schedules "
+                "(arXiv:2503.12811); thu-yao-01-luo/MultiPowerLaw @ 8da9f19, loss_curve_repo/csv_{25,100,400}/*.csv "
+                "flattened to one file"),
+        license="MIT",
+        n_convention="model size label only (25M, 100M, 400M)",
+        d_convention="steps (tokens per step not given)",
+        c_convention="unspecified",
+        loss="nats/token, training loss",
+        columns=("model (25M, 100M, 400M); schedule (constant_T, cosine_T, wsd_20000_24000, wsdld_20000_24000, "
+                 "wsdcon_X); step (every 128 from 2,176); lr (the schedule's rate at that step); loss"),
+        notes=("Every schedule warms up linearly 0 -> 3e-4 over 2,160 steps. Curve laws need the rate at every "
+               "step: rebuild it from the schedule definitions (datasets/README.md)."),
+        published=("multi-power law, per size 25M / 100M / 400M: mean relative error on the six test curves "
+                   "0.110% / 0.142% / 0.168%, worst 0.409% / 0.583% / 0.995% (datasets/README.md)"),
     ),
 }
 

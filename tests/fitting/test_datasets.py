@@ -17,6 +17,9 @@ ROWS = {
     "porian_optimal": 177,
     "porian_fits": 30,
     "cerebras": 7,
+    "clark_routing": 223,
+    "clark_routing_curves": 5799,
+    "multipower": 6265,
 }
 PROVENANCE = ("title", "rows", "source", "license", "n_convention", "c_convention", "loss", "notes")
 
@@ -162,3 +165,10 @@ def test_cli_show(capsys):
 def test_cli_show_unknown(capsys):
     assert cli.main(["datasets", "show", "nope"]) == 2
     assert "known datasets" in capsys.readouterr().err
+
+
+def test_clark_routing_final_evaluations():
+    df = datasets.load("clark_routing")
+    assert (df["step"] >= 248_000).all() and df["run"].is_unique  # the last evaluation, near 250,000 steps
+    assert df.attrs["runs_by_router"]["Dense"] >= 10 and set(df["router_type"]) == {"Dense", "Hash", "S-Base", "RL-R"}
+    assert (df.loc[df["router_type"] == "Dense", "E"] == 1).all()
