@@ -32,7 +32,7 @@ from pathlib import Path
 from scalefit.conventions import CKind, NKind
 from scalefit.training import counting
 from scalefit.training.config import PRESETS, ModelConfig, RunSpec, TrainConfig, get_preset
-from scalefit.training.loop import tokens_per_step
+from scalefit.training.corpus import load_corpus
 
 DESIGNS = ("isoflop", "grid", "wsd-ladder", "moe")
 # Allowed keys of each table of a sweep file; anything else is an error naming its line.
@@ -188,10 +188,8 @@ def run_id(model: ModelConfig, train: TrainConfig, corpus_fingerprint: str, pare
 
 def _make(model, train, fp, corpus, *, label, preset, group, role="run", budget=None, parent=None,
           start_step=0) -> PlannedRun:
-    from scalefit.training.loop import total_steps
-
-    steps = total_steps(model, train)
-    tokens = steps * tokens_per_step(model, train)
+    steps = counting.total_steps(model, train)
+    tokens = steps * counting.tokens_per_step(model, train)
     pc, fpt = counting.param_counts(model), counting.flops_per_token(model)
     rid = run_id(model, train, fp, parent, re.sub(r"[^A-Za-z0-9.+\-]", "_", preset))
     return PlannedRun(RunSpec(run_id=rid, model=model, train=train, corpus=corpus), label, preset, group,
@@ -246,7 +244,7 @@ def _ladder_runs(doc, p, fp, corpus, ladder):
     for n in w.get("sizes", ladder):
         model = _shape(doc, n)
         base = _train_cfg(doc, p, tokens=1.0)
-        tps = tokens_per_step(model, base)
+        tps = counting.tokens_per_step(model, base)
         targets = sorted({max(1, int(float(d) // tps)) for d in w["tokens"]})  # S_i, steps
         warm = int(w.get("warmup_steps", round(base.warmup_frac * targets[0] * (1 - cf))))
         parent, prev = None, 0
@@ -292,8 +290,6 @@ _BUILDERS = {"isoflop": _isoflop, "grid": _grid, "wsd-ladder": _ladder_runs, "mo
 
 def plan_sweep(path: str | Path) -> SweepPlan:
     """Read a sweep file and lay out every run (see the module docstring for the designs)."""
-    from scalefit.training.corpus import load_corpus
-
     p = Path(path)
     doc = read_sweep_file(p)
     s = doc["sweep"]

@@ -40,7 +40,6 @@ import numpy as np
 import optax
 
 import scalefit
-from scalefit.conventions import CKind
 from scalefit.training import counting
 from scalefit.training import model
 from scalefit.training.checkpoint import (load_checkpoint, read_json, save_checkpoint, truncate_metrics,
@@ -58,32 +57,6 @@ class TrainState(NamedTuple):
     params: dict  # model parameters (see model.init_params), f32 leaves
     opt_state: Any  # optax state of the AdamW chain: moments shaped like params, step counters []
     step: jax.Array  # int32 [] optimizer steps taken so far
-
-
-def tokens_per_step(model_cfg: ModelConfig, train_cfg: TrainConfig) -> int:
-    """Training tokens in one optimizer step: batch_size * seq_len."""
-    return train_cfg.batch_size * model_cfg.seq_len
-
-
-def total_steps(model_cfg: ModelConfig, train_cfg: TrainConfig) -> int:
-    """Optimizer steps the budget pays for, rounded down: D / (B*T), or C / (flops_per_token * B*T).
-
-    ValueError when the budget does not cover a single step, before anything is compiled.
-    """
-    tps = tokens_per_step(model_cfg, train_cfg)
-    if train_cfg.tokens is not None:
-        per_step, budget, unit = tps, train_cfg.tokens, "tokens"
-    else:
-        fpt = counting.flops_per_token(model_cfg)
-        per_token = fpt.exact if train_cfg.flops_convention == CKind.EXACT else fpt.six_n
-        per_step, budget, unit = per_token * tps, train_cfg.flops, f"FLOPs ({train_cfg.flops_convention})"
-    steps = int(budget // per_step)
-    if steps < 1:
-        raise ValueError(
-            f"budget of {budget:.4g} {unit} is smaller than one optimizer step ({per_step:.4g} {unit} "
-            f"= batch_size {train_cfg.batch_size} x seq_len {model_cfg.seq_len} tokens); raise the "
-            "budget or shrink the batch")
-    return steps
 
 
 def eval_schedule(steps: int, n_evals: int) -> frozenset[int]:
@@ -169,7 +142,7 @@ def _spec(model_cfg, train_cfg, corpus: Corpus, steps: int) -> dict:
                    "active": pc.active},
         "flops_per_token": {"six_n": fpt.six_n, "exact": fpt.exact},
         "steps": steps,
-        "tokens_per_step": tokens_per_step(model_cfg, train_cfg),
+        "tokens_per_step": counting.tokens_per_step(model_cfg, train_cfg),
         "warmup_steps": warmup_steps(train_cfg, steps),
         "loss_unit": "nats per token (cross-entropy, natural log)",
         "scalefit_version": scalefit.__version__,
@@ -223,7 +196,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: str | os.Path
                 raise ValueError(f"{out / 'spec.json'} holds a finished run on a different corpus "
                                  f"(fingerprint {old.get('corpus', {}).get('fingerprint')} vs {fp})")
             return summary
-    steps = total_steps(model_cfg, train_cfg)  # budget errors before the corpus is read
+    steps = counting.total_steps(model_cfg, train_cfg)  # budget errors before the corpus is read
     if not isinstance(corpus, Corpus):
         corpus = load_corpus(corpus)
     check_length(corpus.train, model_cfg.seq_len, f"corpus {corpus.source} (train split)")

@@ -243,9 +243,9 @@ def test_moe_run_logs_expert_load(small_corpus, tmp_path):
 def test_flop_budget_sets_the_steps(small_corpus, tmp_path):
     fpt = counting.flops_per_token(TINY)
     cfg = _cfg(tokens=None, flops=7.5 * fpt.exact * STEP_TOKENS)
-    assert train.total_steps(TINY, cfg) == 7
+    assert counting.total_steps(TINY, cfg) == 7
     cfg6 = cfg.with_overrides(flops_convention="6N")
-    assert train.total_steps(TINY, cfg6) == int(7.5 * fpt.exact / fpt.six_n)
+    assert counting.total_steps(TINY, cfg6) == int(7.5 * fpt.exact / fpt.six_n)
     s = train.train(TINY, cfg.with_overrides(n_evals=2), tmp_path / "f", corpus=small_corpus,
                     progress=False)
     assert s["steps"] == 7 and s["flops_exact"] <= cfg.flops
