@@ -37,6 +37,7 @@ def add_train(sub) -> None:
 
 
 def _train(args) -> int:
+    from scalefit.store.records import RunStatus
     from scalefit.training.config import TrainConfig, get_preset
     from scalefit.training.loop import train
 
@@ -53,11 +54,11 @@ def _train(args) -> int:
         checkpoint_every=args.checkpoint_every, log_every=args.log_every)
     out = args.out or f"runs/{args.preset}"
     s = train(model_cfg, train_cfg, out, corpus=args.corpus, progress=True)
-    ev = "n/a" if s["final_eval_loss"] is None else f"{s['final_eval_loss']:.4f}"
-    print(f"{out}: {s['status']} after {s['steps']} steps, {s['tokens']:.4g} tokens, "
-          f"{s['flops_exact']:.4g} FLOPs (exact), eval loss {ev} nats/token, {s['wall_time']:.1f} s")
-    if s["status"] == "diverged":
-        print(f"diverged at step {s['diverged_at_step']}", file=sys.stderr)
+    ev = "n/a" if s.final_eval_loss is None else f"{s.final_eval_loss:.4f}"
+    print(f"{out}: {s.status} after {s.steps} steps, {s.tokens:.4g} tokens, "
+          f"{s.flops_exact:.4g} FLOPs (exact), eval loss {ev} nats/token, {s.wall_time:.1f} s")
+    if s.status is RunStatus.DIVERGED:
+        print(f"diverged at step {s.diverged_at_step}", file=sys.stderr)
         return 1
     return 0
 

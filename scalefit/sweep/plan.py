@@ -180,8 +180,11 @@ def _corpus(doc: dict, p: Path) -> str | None:
 
 def run_id(model: ModelConfig, train: TrainConfig, corpus_fingerprint: str, parent: str | None,
            prefix: str) -> str:
-    """``prefix-<12 hex>``: sha256 over the canonical JSON of everything that decides the result."""
-    blob = json.dumps({"model": model.__dict__, "train": train.__dict__, "corpus": corpus_fingerprint,
+    """``prefix-<12 hex>``: sha256 over the canonical JSON of everything that decides the result.
+
+    The configs in their ``to_dict()`` form, the one spec.json records (RunSpec.to_dict), with sorted keys.
+    """
+    blob = json.dumps({"model": model.to_dict(), "train": train.to_dict(), "corpus": corpus_fingerprint,
                        "parent": parent}, sort_keys=True, default=str)
     return f"{prefix}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 

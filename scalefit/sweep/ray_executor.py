@@ -76,8 +76,8 @@ def run_ray(plan: SweepPlan, todo: list[PlannedRun], out: Path, address: str | N
             r = by_id[rid]
             bar.update(r.flops_exact * r.own_steps / r.steps)
             s = res["summary"]
-            ev = s.get("final_eval_loss")
-            (bar.write if progress else log)(f"{r.label:24s} {s['status']:9s} eval {ev if ev is None else f'{ev:.4f}'}  "
+            ev = s.final_eval_loss
+            (bar.write if progress else log)(f"{r.label:24s} {s.status:9s} eval {ev if ev is None else f'{ev:.4f}'}  "
                       + Timing(**res["timing"]).line())
     finally:
         bar.close()

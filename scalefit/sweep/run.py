@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from scalefit.training.checkpoint import CHECKPOINT_FILE, read_json, write_json
+from scalefit.atomic import read_json, write_json
+from scalefit.store.records import CHECKPOINT_FILE
 from scalefit.sweep.plan import PlannedRun, SweepPlan, plan_sweep
 
 def _process_start() -> float:
@@ -78,20 +79,20 @@ def _timing(marks: list[tuple[float, dict]], t_call: float, t_end: float, startu
     spans = []
     for t, rec in marks:
         if prev_t is not None:
-            n = rec["step"] - prev_s
-            ckpt = any(s % checkpoint_every == 0 for s in range(prev_s, rec["step"]))
-            spans.append((t - prev_t, n, rec.get("eval_loss") is not None, ckpt))
-            if rec.get("eval_loss") is None and not ckpt and n > 0:
+            n = rec.step - prev_s
+            ckpt = any(s % checkpoint_every == 0 for s in range(prev_s, rec.step))
+            spans.append((t - prev_t, n, rec.eval_loss is not None, ckpt))
+            if rec.eval_loss is None and not ckpt and n > 0:
                 per_step.append((t - prev_t, n))
-        prev_t, prev_s = t, rec["step"]
-    steps = (marks[-1][1]["step"] - start_step) if marks else 0
+        prev_t, prev_s = t, rec.step
+    steps = (marks[-1][1].step - start_step) if marks else 0
     # Time-weighted mean over plain intervals: the per-step time that adds up to the training time.
     step_t = sum(d for d, _ in per_step) / sum(n for _, n in per_step) if per_step else (
         (t_end - t_call) / max(steps, 1) if not spans else min(d / max(n, 1) for d, n, _, _ in spans))
     ev = sum(max(0.0, d - n * step_t) for d, n, e, _ in spans if e)
     ck = sum(max(0.0, d - n * step_t) for d, n, e, c in spans if c and not e)
     first = (marks[0][0] - t_call) if marks else (t_end - t_call)
-    n_first = (marks[0][1]["step"] - start_step) if marks else 0
+    n_first = (marks[0][1].step - start_step) if marks else 0
     setup = max(0.0, first - n_first * step_t)
     ck += max(0.0, t_end - marks[-1][0]) if marks else 0.0
     train = steps * step_t
@@ -255,8 +256,8 @@ def _run_local(plan: SweepPlan, todo: list[PlannedRun], out: Path, progress: boo
         bar.update(r.flops_exact * r.own_steps / r.steps)
         bar.set_description(f"{plan.name} {i + 1}/{len(todo)} runs")
         s = res["summary"]
-        ev = s.get("final_eval_loss")
-        log_fn(f"{by_id[r.spec.run_id].label:24s} {s['status']:9s} eval {ev if ev is None else f'{ev:.4f}'}  "
+        ev = s.final_eval_loss
+        log_fn(f"{by_id[r.spec.run_id].label:24s} {s.status:9s} eval {ev if ev is None else f'{ev:.4f}'}  "
                + t.line())
     bar.close()
     return results

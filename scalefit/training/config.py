@@ -84,6 +84,10 @@ class ModelConfig:
         """A copy with some fields replaced (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    def to_dict(self) -> dict:
+        """The canonical JSON form (`dataclasses.asdict`): spec.json's ``model`` and the run id hash it."""
+        return dataclasses.asdict(self)
+
 
 def _ff(d: int) -> int:
     """SwiGLU width 8d/3 rounded up to a multiple of 16, so 3*d*d_ff ~ 8d^2 and a block has ~12d^2
@@ -204,6 +208,10 @@ class TrainConfig:
         """A copy with some fields replaced (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    def to_dict(self) -> dict:
+        """The canonical JSON form (`dataclasses.asdict`): spec.json's ``train`` and the run id hash it."""
+        return dataclasses.asdict(self)
+
 
 @dataclass(frozen=True, kw_only=True)
 class RunSpec:
@@ -219,7 +227,7 @@ class RunSpec:
             raise ValueError(f"RunSpec.run_id must be a plain folder name, got {self.run_id!r}")
 
     def to_dict(self) -> dict:
-        """JSON-ready form; :meth:`from_dict` inverts it."""
+        """JSON-ready form, the configs as their own ``to_dict()``; :meth:`from_dict` inverts it."""
         return dataclasses.asdict(self)
 
     @classmethod

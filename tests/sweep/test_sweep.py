@@ -226,9 +226,9 @@ def test_wsd_ladder_branches_equal_independent_runs(tmp_path, corpus_dir):
     last = branches[-1]
     alone = train_run(last.spec, tmp_path / "alone")
     got = df.loc[last.spec.run_id]
-    assert got.D == alone["tokens"] == 81920 and got.steps == 320
-    assert got.final_eval_loss == pytest.approx(alone["final_eval_loss"], rel=1e-5)
-    assert got.final_train_loss == pytest.approx(alone["final_train_loss"], rel=1e-5)
+    assert got.D == alone.tokens == 81920 and got.steps == 320
+    assert got.final_eval_loss == pytest.approx(alone.final_eval_loss, rel=1e-5)
+    assert got.final_train_loss == pytest.approx(alone.final_train_loss, rel=1e-5)
     assert got.wall_time_own < got.wall_time
 
 
