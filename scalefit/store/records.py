@@ -217,7 +217,7 @@ class MetricRecord:
     tokens: int | None  # training tokens so far: step * tokens_per_step
     flops_6N: float | None  # 6 N_active * tokens, cumulative training FLOPs
     flops_exact: float | None  # exact FLOPs per token * tokens, cumulative (evaluation not counted)
-    train_loss: float | None  # cross-entropy of this step's batch before the update, nats/token; None if NaN/inf
+    train_loss: float | None  # cross-entropy of the step's batch before its update, nats/token; None if NaN/inf
     eval_loss: float | None  # validation cross-entropy after the update, when an evaluation ran, else None
     lr: float | None  # learning rate of this step's update
     grad_norm: float | None  # global L2 norm of the gradient before clipping; None if NaN/inf

@@ -307,8 +307,8 @@ def _record(step: int, spec: SpecRecord, stats: dict, lr, eval_loss: float | Non
     tokens = step * spec.tokens_per_step
     moe = None
     if is_moe:
-        moe = MoeStats(aux_loss=finite_or_none(float(stats["aux_loss"])),
-                       expert_load=tuple(map(tuple, np.asarray(stats["expert_load"]).round(6).tolist())),  # [L][E]
+        load = np.asarray(stats["expert_load"]).round(6).tolist()  # [L][E]
+        moe = MoeStats(aux_loss=finite_or_none(float(stats["aux_loss"])), expert_load=tuple(map(tuple, load)),
                        dropped_frac=finite_or_none(float(stats["dropped_frac"])))
     return MetricRecord(step=step, tokens=tokens, flops_6N=spec.flops_per_token.six_n * tokens,
                         flops_exact=spec.flops_per_token.exact * tokens,
