@@ -227,8 +227,10 @@ class RunSpec:
             raise ValueError(f"RunSpec.run_id must be a plain folder name, got {self.run_id!r}")
 
     def to_dict(self) -> dict:
-        """JSON-ready form, the configs as their own ``to_dict()``; :meth:`from_dict` inverts it."""
-        return dataclasses.asdict(self)
+        """JSON-ready form: the configs as their ``to_dict()``, the form spec.json records and the run
+        id hashes; :meth:`from_dict` inverts it."""
+        return {"run_id": self.run_id, "model": self.model.to_dict(), "train": self.train.to_dict(),
+                "corpus": self.corpus}
 
     @classmethod
     def from_dict(cls, d: dict) -> RunSpec:

@@ -1,6 +1,8 @@
 """Planning stays light (no JAX) and keeps its run ids: the quickstart plan names the shipped runs."""
 
 import csv
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -33,3 +35,13 @@ def test_quickstart_run_ids_are_the_shipped_runs():
     assert {run_id(r.spec.model, r.spec.train, fingerprint, r.parent, r.preset) for r in plan.runs} == shipped
     if load_corpus(None).fingerprint == fingerprint:  # this machine's stdlib is the shipped one
         assert {r.spec.run_id for r in plan.runs} == shipped
+
+
+def test_run_id_hashes_the_spec_form_of_the_configs():
+    plan = plan_sweep(ROOT / "experiments" / "wsd_ladder.toml")  # branches have parents
+    fp = load_corpus(plan.corpus).fingerprint
+    for r in plan.runs:
+        d = r.spec.to_dict()  # the configs as spec.json records them
+        blob = json.dumps({"model": d["model"], "train": d["train"], "corpus": fp, "parent": r.parent}, sort_keys=True)
+        assert r.spec.run_id == f"{r.preset}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+    assert any(r.parent for r in plan.runs)
