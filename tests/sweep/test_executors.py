@@ -1,5 +1,6 @@
 """The executor registry and the one driver: what is submitted when, with a stand-in executor."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,7 @@ def test_registry_names_the_cli_choices_and_loads_nothing_heavy(capsys):
     code = ("import sys; import scalefit.sweep.executors; "
             "print(sorted(m for m in sys.modules if m in ('ray', 'jax') or m.endswith('_executor')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(ROOT)})
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert out.stdout.strip() == "[]"
 
 
