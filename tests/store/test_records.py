@@ -34,7 +34,8 @@ def test_metrics_lines_round_trip(run):
 def test_typed_fields():
     spec = SpecRecord.from_dict(json.loads((MOE / "spec.json").read_text()))
     assert spec.params.active < spec.params.non_embedding and spec.model["n_expert"] == 2
-    assert spec.corpus.fingerprint == RunSummary.from_dict(json.loads((MOE / "summary.json").read_text())).corpus_fingerprint
+    summary = RunSummary.from_dict(json.loads((MOE / "summary.json").read_text()))
+    assert spec.corpus.fingerprint == summary.corpus_fingerprint and summary.params == spec.params
     last = MetricRecord.from_dict(json.loads((MOE / "metrics.jsonl").read_text().splitlines()[-1]))
     assert len(last.moe.expert_load) == 1 and sum(last.moe.expert_load[0]) == pytest.approx(1, abs=1e-5)
     div = RunSummary.from_dict(json.loads((DIVERGED / "summary.json").read_text()))
