@@ -31,15 +31,22 @@ def _modules():
 
 
 def _imports(path: Path, module: str):
+    """scalefit modules `path` imports at run time, inside functions too (a name imported from a package
+    counts as its submodule when one of that name exists); imports under `if TYPE_CHECKING:` (annotations,
+    never executed) are left out."""
     tree = ast.parse(path.read_text())
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for stmt in node.body for n in ast.walk(stmt)}
     for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
-            yield from (a.name for a in node.names if a.name.startswith("scalefit"))
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("scalefit"):
-            if node.module == "scalefit":  # from scalefit import x: x may be a subpackage
-                yield from (f"scalefit.{a.name}" for a in node.names)
-            else:
-                yield node.module
+            yield from (a.name for a in node.names if a.name.split(".")[0] == "scalefit")
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "scalefit":
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                base = PKG.parent / Path(*sub.split("."))
+                yield sub if base.with_suffix(".py").exists() or (base / "__init__.py").exists() else node.module
 
 
 def _layer(module: str) -> str:

@@ -84,6 +84,10 @@ class ModelConfig:
         """A copy with some fields replaced (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    def to_dict(self) -> dict:
+        """The canonical JSON form (`dataclasses.asdict`): spec.json's ``model`` and the run id hash it."""
+        return dataclasses.asdict(self)
+
 
 def _ff(d: int) -> int:
     """SwiGLU width 8d/3 rounded up to a multiple of 16, so 3*d*d_ff ~ 8d^2 and a block has ~12d^2
@@ -204,6 +208,10 @@ class TrainConfig:
         """A copy with some fields replaced (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    def to_dict(self) -> dict:
+        """The canonical JSON form (`dataclasses.asdict`): spec.json's ``train`` and the run id hash it."""
+        return dataclasses.asdict(self)
+
 
 @dataclass(frozen=True, kw_only=True)
 class RunSpec:
@@ -219,8 +227,10 @@ class RunSpec:
             raise ValueError(f"RunSpec.run_id must be a plain folder name, got {self.run_id!r}")
 
     def to_dict(self) -> dict:
-        """JSON-ready form; :meth:`from_dict` inverts it."""
-        return dataclasses.asdict(self)
+        """JSON-ready form: the configs as their ``to_dict()``, the form spec.json records and the run
+        id hashes; :meth:`from_dict` inverts it."""
+        return {"run_id": self.run_id, "model": self.model.to_dict(), "train": self.train.to_dict(),
+                "corpus": self.corpus}
 
     @classmethod
     def from_dict(cls, d: dict) -> RunSpec:

@@ -34,7 +34,7 @@ _NORM_EPS = 1e-5
 _EMBED_STD = 0.02  # GPT-2 / nanoGPT init for the (un)embedding matrices
 
 
-def init_params(cfg: ModelConfig, key: jax.Array) -> dict:
+def init_params(cfg: ModelConfig, *, key: jax.Array) -> dict:
     """Random float32 master weights.
 
     Hidden matrices are N(0, 1/fan_in); the residual-branch output projections (wo, w_down) are
