@@ -26,10 +26,9 @@ from typing import Callable, NamedTuple
 
 from scalefit.conventions import CKind, NKind
 from scalefit.store.records import Role
+from scalefit.sweep.planned import PlannedRun, SweepPlan
 from scalefit.training import counting
 from scalefit.training.config import ModelConfig, TrainConfig, get_preset
-
-from scalefit.sweep.planned import PlannedRun, SweepPlan
 
 
 class DesignError(ValueError):
