@@ -50,7 +50,8 @@ class ModelShape:
 
 
 def shape_at(d_model: int, n_layer: int, *, vocab_size: int = 50257, head_dim: int = 64, seq_len: int = 2048,
-             tie_embeddings: bool = False, n_expert: int = 1, top_k: int = 1, n_kv_head: int | None = None) -> ModelShape:
+             tie_embeddings: bool = False, n_expert: int = 1, top_k: int = 1,
+             n_kv_head: int | None = None) -> ModelShape:
     """The recipe's shape of width `d_model` and depth `n_layer` (d_model // head_dim heads; `n_kv_head`
     key/value heads, default all of them). With `n_expert` > 1 each MLP is that many experts, each token
     routed to `top_k`, every expert d_ff / top_k wide (the sweep's `moe` design: k experts cost about one

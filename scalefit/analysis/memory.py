@@ -212,7 +212,8 @@ def model_sheet(model, context: int | None = None, batch: int = 1, kv_precision:
     return ModelSheet(
         config=cfg, counts=param_counts(cfg), weights={p: weight_bytes(cfg, p) for p in PRECISIONS},
         training=training_bytes(cfg),
-        kv_cache={k: kv_cache_bytes(cfg, t, batch, kv_precision, n_kv_head=h) for k, h in attention_variants(cfg).items()},
+        kv_cache={k: kv_cache_bytes(cfg, t, batch, kv_precision, n_kv_head=h)
+                  for k, h in attention_variants(cfg).items()},
         context=t, batch=_positive_int("batch", batch), kv_precision=kv_precision,
         flops=tuple(token_flops(cfg, x) for x in grid))
 

@@ -4,15 +4,14 @@ best MoE (experts E, active size N, tokens D), their forecast losses with interv
 The law is one in active N, D and E that splits a budget for a given E (E is its condition: `joint_moe`,
 Ludziejewski et al. 2025). A budget is spent as the fitted runs counted theirs, C = D F(N) with N the
 active count (`FitResult.compute`): an MoE's FLOPs per token follow the parameters a token uses, not
-the experts it skips (the router's d E FLOPs per token per layer are the only extra, and small). For
+the experts it skips (the router's d E FLOPs per token per layer are the only extra, small). For
 each E the compute-optimal (N, D) comes from `scalefit.fitting.optimum.optimal_split`.
 
 Memory counts every expert: a shape of the recipe (`scalefit.analysis.cost.model_shape`, E experts
 routed top-k, each d_ff / k wide) gives the total parameters at each active N, counted by
 `scalefit.training.counting`, so a limit on total parameters, or on bytes at a precision, caps the
 active N for each E. The loss along the budget is unimodal in N, so the best model under the cap is
-the compute-optimal N or, when that weighs too much, the largest shape of the ladder that fits (Ludziejewski et al. 2025,
-Sec. 5, make the same argument for their memory-constrained optimum).
+the compute-optimal N or, when that weighs too much, the largest shape of the ladder that fits.
 
 Intervals: every bootstrap refit makes its own choice at its own optimum, so the loss interval of
 each candidate and the interval of the margin include the uncertainty of the choice itself; the

@@ -53,7 +53,8 @@ def test_clark_form_is_the_authors_code():
 
 def test_saturating_expert_count_and_effective_params():
     eh = expert_count([1, 2, 16, 1e6], 1.847, 314.478)
-    assert eh[0] == pytest.approx(1.847) and eh[2] == pytest.approx(16, rel=0.1) and eh[3] == pytest.approx(314.478, rel=1e-3)
+    assert eh[0] == pytest.approx(1.847) and eh[2] == pytest.approx(16, rel=0.1)
+    assert eh[3] == pytest.approx(314.478, rel=1e-3)
     assert np.all(np.diff(eh) > 0)
     p = CLARK_2022["RL-R"]
     N, E = np.geomspace(1e7, 1e10, 4), np.array([1.0, 8.0, 64.0, 512.0])
@@ -152,3 +153,15 @@ def test_own_moe_runs_fitted_and_backtested():
     # The fit on all of them gives experts a growing value with N (c < 0: b + c log10 N falls).
     r = fit(table, law)
     assert r.params["c"].value < 0
+
+
+@pytest.mark.slow
+def test_cli_forecast_of_a_routed_model(clark_paper_fits, tmp_path, capsys):
+    """What will a 1.3B-active model with 64 experts score? The saved fit, forecast at N and E."""
+    from scalefit.cli import main
+
+    r = clark_paper_fits["S-Base"]
+    path = r.save(tmp_path / "clark.json")
+    assert main(["forecast", str(path), "--N", "1.3e9", "--E", "64"]) == 0
+    out = capsys.readouterr().out
+    assert f"loss {float(r.predict(N=1.3e9, E=64.0).loss):.4f}" in out and "N = 1.3e+09, E = 64" in out
