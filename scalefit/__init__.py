@@ -39,6 +39,10 @@ _API = {
     "approach2": "scalefit.analysis.approach2", "fit_frontier": "scalefit.analysis.frontier",
     "inference_aware_optimal": "scalefit.analysis.allocate", "model_shape": "scalefit.analysis.cost",
     "accelerator_hours": "scalefit.analysis.cost",
+    "decide_moe": "scalefit.analysis.moe", "MoEDecision": "scalefit.analysis.moe",
+    "model_sheet": "scalefit.analysis.memory", "weight_bytes": "scalefit.analysis.memory",
+    "training_bytes": "scalefit.analysis.memory", "kv_cache_bytes": "scalefit.analysis.memory",
+    "token_flops": "scalefit.analysis.memory",
     # report
     "build_report": "scalefit.report.build", "plots": "scalefit.report.plots",
     # training and sweeps

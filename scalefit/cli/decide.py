@@ -89,6 +89,18 @@ def add_plan(sub) -> None:
     p.add_argument("--hardware", default="h100", help="h100, h200, a100 or tpu-v5e (peak dense bf16)")
     p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation (default 0.4)")
     p.add_argument("--vocab-size", type=int, default=50257, help="for the model shape's parameter count")
+    p.add_argument("--context", type=int, default=None,
+                   help="context length of the memory and FLOP lines (KV cache, attention share; default 2048)")
+    moe = p.add_argument_group("dense vs mixture of experts (a law in N, D and E, e.g. joint_moe)")
+    moe.add_argument("--moe", action="store_true",
+                     help="compare the best dense model with the best MoE at --compute (N is active parameters)")
+    moe.add_argument("--experts", default="1,2,4,8,16,32,64,128,256", help="expert counts to try, comma-separated")
+    moe.add_argument("--top-k", type=int, default=1, help="experts each token is routed to")
+    limit = moe.add_mutually_exclusive_group()
+    limit.add_argument("--max-params", type=float, help="memory limit: total parameters (every expert)")
+    limit.add_argument("--max-memory-gb", type=float, help="memory limit: GB (1e9 bytes) of weights at --precision")
+    moe.add_argument("--precision", default="bf16", help="precision the weights are counted at (fp32, bf16, fp8, "
+                                                         "int8, int4)")
     p.set_defaults(func=_plan)
 
 
@@ -119,6 +131,8 @@ def _plan(args) -> int:
     params.update(key_values(args.param))
     if not params:
         raise ValueError("plan needs a fit result file or --param KEY=VALUE for E, A, B, alpha, beta")
+    if args.moe:
+        return _plan_moe(args, result if args.fit else law, params, compute)
     if given and "U" not in law.conditions:
         law = DATA_CONSTRAINED  # the fit's Chinchilla terms plus the repetition scales given by --param
     alloc = allocate(law, params, None, args.compute, compute, given={k: given[k] for k in law.conditions
@@ -141,6 +155,34 @@ def _plan(args) -> int:
               f"-> N = {shape.N:.4g} total, {shape.N_non_embedding:.4g} non-embedding (SwiGLU, untied output)")
         print(f"  cost: {hours:.4g} {args.hardware} hours at MFU {args.mfu:g}"
               + (f" (training + serving {args.inference_tokens:.3g} tokens)" if serve else ""))
+        _print_memory(shape.config, args.context)
+    return 0
+
+
+def _print_memory(config, context) -> None:
+    """The calculators' weights, training memory, KV cache and attention-share lines for a planned shape."""
+    from scalefit.analysis.memory import model_sheet
+
+    for line in model_sheet(config, context).lines()[2:]:
+        print(f"  {line}")
+
+
+def _plan_moe(args, source, params, compute) -> int:
+    from scalefit.analysis.moe import decide_moe
+    from scalefit.fitting.result import FitResult
+
+    experts = [int(x) for x in str(args.experts).split(",") if x.strip()]
+    fitted = isinstance(source, FitResult)
+    d = decide_moe(source if fitted and not args.param else getattr(source, "law", source), args.compute,
+                   params=None if fitted and not args.param else params, compute=compute, experts=experts,
+                   top_k=args.top_k, max_params=args.max_params,
+                   max_bytes=None if args.max_memory_gb is None else args.max_memory_gb * 1e9,
+                   precision=args.precision, vocab_size=args.vocab_size)
+    print(d)
+    best = d.best
+    print(f"choose {best.name}: d_model {best.shape.d_model}, n_layer {best.shape.n_layer}, "
+          f"{best.N_total:.4g} parameters in all, {best.N.value:.4g} active, trained on {best.D.value:.4g} tokens")
+    _print_memory(best.shape.config, args.context)
     return 0
 
 
@@ -152,6 +194,8 @@ def add_forecast(sub) -> None:
     p.add_argument("--N", type=float, help="parameters")
     p.add_argument("--D", type=float, help="training tokens")
     p.add_argument("--U", type=float, help="unique tokens (laws that read U, e.g. data_constrained)")
+    p.add_argument("--E", type=float, help="experts (MoE laws, e.g. joint_moe; 1 = dense)")
+    p.add_argument("--G", type=float, help="granularity (fine_grained_moe)")
     p.add_argument("--level", type=float, default=None, help="interval level (default: the fit's)")
     p.set_defaults(func=_forecast)
 
@@ -160,8 +204,77 @@ def _forecast(args) -> int:
     from scalefit.analysis.forecast import forecast
     from scalefit.fitting.result import FitResult
 
-    print(forecast(FitResult.load(args.fit), N=args.N, D=args.D, C=args.compute, level=args.level,
-                   **({} if args.U is None else {"U": args.U})))
+    given = {k: v for k, v in (("U", args.U), ("E", args.E), ("G", args.G)) if v is not None}
+    print(forecast(FitResult.load(args.fit), N=args.N, D=args.D, C=args.compute, level=args.level, **given))
+    return 0
+
+
+def add_calc(sub) -> None:
+    p = sub.add_parser("calc", help="parameter counts, memory, KV cache and FLOPs of a planned model",
+                       description="What a model weighs: parameter counts (total, embedding, non-embedding, "
+                                   "active), weights at FP32/BF16/FP8/INT8/INT4, training memory with AdamW, the "
+                                   "KV cache of MHA/GQA/MQA at a context and batch, FLOPs per token and the share "
+                                   "attention takes as the context grows. Give a preset, a shape, a target N, or a "
+                                   "fit and a budget (its compute-optimal N).")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--preset", help="a trainer preset (scalefit.training.config.PRESETS)")
+    src.add_argument("--d-model", type=int, help="residual width of a shape given by hand (with --n-layer, --n-head)")
+    src.add_argument("--N", type=float, help="a planned parameter count: the recipe's nearest shape (see --n-kind)")
+    src.add_argument("--fit", help="a fit result JSON: the shape of its compute-optimal N at --compute")
+    p.add_argument("--n-layer", type=int, help="blocks (with --d-model)")
+    p.add_argument("--n-head", type=int, help="query heads (with --d-model)")
+    p.add_argument("--n-kv-head", type=int, help="key/value heads: = n-head MHA, fewer GQA, 1 MQA (default MHA)")
+    p.add_argument("--d-ff", type=int, help="MLP width per expert (default the recipe's 8d/3, over top-k for MoE)")
+    p.add_argument("--vocab-size", type=int, default=50257)
+    p.add_argument("--tie-embeddings", action="store_true", help="output layer shares the input embedding")
+    p.add_argument("--experts", type=int, default=1, help="experts per MLP layer (1 = dense)")
+    p.add_argument("--top-k", type=int, default=1, help="experts each token is routed to")
+    p.add_argument("--n-kind", default="total", choices=list(NKind), type=NKind.parse,
+                   help="which parameters --N counts (default total; a fit's own kind with --fit)")
+    p.add_argument("--compute", type=float, help="budget for --fit, counted as the fit's runs counted theirs")
+    p.add_argument("--context", type=int, default=None, help="context length (default: the shape's seq_len)")
+    p.add_argument("--batch", type=int, default=1, help="sequences in the KV cache")
+    p.add_argument("--kv-precision", default="bf16", help="precision of the cached keys and values")
+    p.set_defaults(func=_calc)
+
+
+def _calc(args) -> int:
+    from scalefit.analysis.cost import model_shape
+    from scalefit.analysis.memory import model_sheet
+    from scalefit.training.config import ModelConfig, get_preset, swiglu_width
+
+    moe = dict(n_expert=args.experts, top_k=args.top_k)
+    if args.preset:
+        cfg = get_preset(args.preset)
+        if args.experts > 1:
+            cfg = cfg.with_overrides(**moe)
+        print(f"preset {args.preset}")
+    elif args.d_model:
+        if not (args.n_layer and args.n_head):
+            raise ValueError("a shape by hand needs --d-model, --n-layer and --n-head")
+        d_ff = args.d_ff or (swiglu_width(args.d_model) if args.experts == 1 else
+                             max(16, round(swiglu_width(args.d_model) / args.top_k / 16) * 16))
+        cfg = ModelConfig(vocab_size=args.vocab_size, seq_len=args.context or 2048, d_model=args.d_model,
+                          n_layer=args.n_layer, n_head=args.n_head, n_kv_head=args.n_kv_head or args.n_head,
+                          d_ff=d_ff, tie_embeddings=args.tie_embeddings, **moe)
+    else:
+        N, n_kind = args.N, args.n_kind
+        if args.fit:
+            from scalefit.fitting.result import FitResult
+
+            result = FitResult.load(args.fit)
+            if args.compute is None or not result.law.can_allocate:
+                raise ValueError("--fit needs --compute and a fit of a law that splits a budget into N and D")
+            given = {"E": float(args.experts)} if "E" in result.law.conditions else {}
+            a = result.allocate(args.compute, **given)
+            N, n_kind = a.N.value, result.n_kind
+            print(f"from {args.fit}: compute-optimal at C = {args.compute:.4g}: N = {N:.4g} ({n_kind}), "
+                  f"D = {a.D.value:.4g}")
+        shape = model_shape(N, vocab_size=args.vocab_size, n_kind=n_kind, seq_len=args.context or 2048,
+                            tie_embeddings=args.tie_embeddings, **moe)
+        cfg = shape.config
+        print(f"the recipe's shape nearest N = {N:.4g} ({n_kind})")
+    print(model_sheet(cfg, args.context, args.batch, args.kv_precision))
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from scalefit.conventions import NKind
 from scalefit.fitting.compute import fit_compute_model
 from scalefit.fitting.estimate import Estimate
 from scalefit.fitting.laws import Law, get_law
@@ -36,6 +37,9 @@ def fit(table, law="chinchilla", *, objective: Objective = Objective(), bootstra
 
     table = table if isinstance(table, FitTable) else load_table(table)
     law = get_law(law)
+    if law.n_kind is not None and NKind.parse(law.n_kind) is not table.n_kind:
+        raise FitError(f"{table.source}: law {law.name} reads N as {law.n_kind} parameters, but the table counts "
+                       f"N as {table.n_kind.value}; load it with n_kind={law.n_kind!r}")
     frame = table.frame
     check_identifiable(law, frame, table.source)
     logx = np.log(np.stack([frame[c].to_numpy(float) for c in law.inputs]))  # [n_inputs, n]

@@ -9,7 +9,7 @@ in `FitTable.excluded` with its row label and reason. Nothing is dropped silentl
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,18 +29,24 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
     "weight": (),  # only an explicitly named column: a stray "weight" column is too easy to misread
 }
 
+# Inputs of laws besides N, D and C, carried (and validated: finite, > 0) when the source has a column of
+# exactly that name: U unique tokens (data-constrained laws), E experts and G granularity (MoE laws).
+CONDITIONS = ("U", "E", "G")
+# The fitter's own columns, which a named extra column may not replace.
+_BASE = ("N", "D", "C", "loss", "run", "weight", "row")
+
 
 @dataclass(frozen=True, eq=False)
 class FitTable:
     """Runs ready to fit. Equal (and hashed) by fingerprint and conventions, not by object identity."""
 
-    frame: pd.DataFrame  # columns N, D, C, loss, run, weight, row (+ U / kept columns); all finite, > 0
+    frame: pd.DataFrame  # columns N, D, C, loss, run, weight, row (+ U, E, named and kept columns); finite, > 0
     excluded: tuple[tuple[object, str], ...]  # (row label, reason) for every source row not in frame
     notes: tuple[str, ...]  # how columns were found or derived, conventions inferred, upstream drops
     source: str  # the path, the dataset name, or "DataFrame"
     n_kind: NKind  # which parameters N counts
     c_kind: CKind  # how C was counted
-    fingerprint: str  # sha256 of the used N, D, C, loss, run, weight (and U / kept columns) bytes
+    fingerprint: str  # sha256 of the used N, D, C, loss, run, weight (and U, E, named, kept columns) bytes
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -98,17 +104,22 @@ def load_table(
     n_kind: str = "total",
     c_kind: str | None = None,
     keep: Sequence[str] = (),
+    columns: Mapping[str, str] | None = None,
 ) -> FitTable:
     """Read runs from `source` into a `FitTable` for the fitter.
 
     source: a DataFrame, a path to a .csv / .parquet file, or a name from `scalefit.fitting.datasets.names()`.
     *_col: the column holding each field; None tries `CANDIDATES[field]`. N, loss and one of D or C
-    are required; D missing -> D = C / (6N); C missing -> C = 6ND (both noted). A "U" column (unique
-    tokens, data-constrained laws) is carried and validated when present; `keep` carries more columns.
+    are required; D missing -> D = C / (6N); C missing -> C = 6ND (both noted). Columns named exactly
+    U (unique tokens), E (experts) or G (granularity), the inputs of the data-constrained and MoE laws, are
+    carried and validated when present. `columns` carries more numeric inputs under names of their own,
+    validated the same way: {name: source column}, e.g. {"E": "num_experts", "N_total":
+    "total_parameter_count"} (a second parameter count beside N, in the kind its name says); `keep`
+    carries columns as they are (labels, groups).
     n_kind: which parameters N counts; c_kind: how C was counted (None: from the dataset's provenance,
     else "6ND" when C equals 6ND to 1e-6, else "unspecified").
-    Rows with a NaN / infinite / non-positive loss, N, D or C (or a NaN / infinite / negative weight)
-    are excluded and listed with their reason; rows are labelled by the source's index (for files and
+    Rows with a NaN / infinite / non-positive loss, N, D, C or carried input (or a NaN / infinite / negative
+    weight) are excluded and listed with their reason; rows are labelled by the source's index (for files and
     datasets: the 0-based data row).
     """
     n_kind = NKind.parse(n_kind)
@@ -127,6 +138,7 @@ def load_table(
     for k in keep:
         if k not in df.columns:
             raise ValueError(f"keep column {k!r} not found in {where}; columns available: {list(df.columns)}")
+    named = _named_columns(df, columns, cols, where)
 
     found = ", ".join(f"{f} <- {c!r}" for f, c in cols.items() if c is not None and c != f)
     if found:
@@ -134,9 +146,9 @@ def load_table(
     bad: dict[object, list[str]] = {}
     rows = _row_labels(df, notes)
     num = {f: _numeric(df, f, cols[f], rows, bad) for f in ("N", "D", "C", "loss", "weight") if cols[f]}
-    if "U" in df.columns and "U" not in cols.values():
-        num["U"] = _numeric(df, "U", "U", rows, bad)
-        notes.append("U (unique tokens) carried from column 'U'")
+    for name, col in named.items():
+        num[name] = _numeric(df, name, col, rows, bad)
+        notes.append(f"{name} carried from column {col!r}")
 
     derived = ""
     if "D" not in num:
@@ -163,7 +175,7 @@ def load_table(
         num["weight"] = np.ones(len(df))
 
     # A derived field is only reported bad when its inputs were fine (else it repeats their reason).
-    _flag(bad, rows, num, ["loss", "N", *[f for f in ("D", "C") if f != derived], "U"])
+    _flag(bad, rows, num, ["loss", "N", *[f for f in ("D", "C") if f != derived], *named])
     _flag(bad, rows, num, [derived] if derived else [], only_new=True)
     w = num["weight"]
     for i in np.flatnonzero(~np.isfinite(w) | (w < 0)):
@@ -178,8 +190,8 @@ def load_table(
     frame["run"] = pd.array(run, dtype="str")
     frame["weight"] = num["weight"]
     frame["row"] = rows
-    if "U" in num:
-        frame["U"] = num["U"]
+    for name in named:
+        frame[name] = num[name]
     for k in keep:
         frame[k] = df[k].to_numpy()
     keep_mask = np.array([r not in bad for r in rows], dtype=bool)
@@ -190,7 +202,7 @@ def load_table(
     if len(frame) == 0:
         raise ValueError(f"no usable rows in {where}: all {len(rows)} excluded, e.g. row {excluded[0][0]}: "
                          f"{excluded[0][1]}")
-    extra = [c for c in ("U", *keep) if c in frame.columns]
+    extra = [c for c in (*named, *keep) if c in frame.columns]
     return FitTable(
         frame=frame,
         excluded=excluded,
@@ -200,6 +212,20 @@ def load_table(
         c_kind=c_kind,
         fingerprint=_fingerprint(frame, extra),
     )
+
+
+def _named_columns(df: pd.DataFrame, columns, cols: dict, where: str) -> dict[str, str]:
+    """{name: source column} of the inputs to carry: the CONDITIONS present by name, then `columns`."""
+    named = {c: c for c in CONDITIONS if c in df.columns and c not in cols.values()}
+    for name, col in dict(columns or {}).items():
+        if name in _BASE:
+            raise ValueError(f"columns: {name!r} is one of the table's own fields {list(_BASE)}; name it with "
+                             f"{name.lower()}_col=... instead")
+        if col not in df.columns:
+            raise ValueError(f"columns: {name} <- column {col!r} not found in {where}; columns available: "
+                             f"{list(df.columns)}")
+        named[name] = col
+    return named
 
 
 def _read_source(source, n_kind: str) -> tuple[pd.DataFrame, str, list[str], str]:
@@ -229,6 +255,8 @@ def _read_file(p: Path) -> pd.DataFrame:
         hint = "" if p.suffix else f" (and not a dataset name; known datasets: {', '.join(datasets.names())})"
         raise FileNotFoundError(f"cannot read {p}: no such file{hint}")
     suffix = p.suffix.lower()
+    if suffix in (".gz", ".bz2", ".xz", ".zst") and p.stem.lower().endswith(".csv"):
+        suffix = ".csv"  # a compressed CSV (e.g. Clark et al.'s curves.csv.gz): pandas decompresses it
     if suffix in (".parquet", ".pq"):
         _need_pyarrow(p)
     try:
@@ -238,7 +266,8 @@ def _read_file(p: Path) -> pd.DataFrame:
             return pd.read_parquet(p)
     except Exception as e:  # parser errors come in many types; the path is what the user needs
         raise ValueError(f"cannot read {p} as {suffix[1:]}: {type(e).__name__}: {e}") from e
-    raise ValueError(f"cannot read {p}: expected a .csv or .parquet file, got {suffix or 'no suffix'!r}")
+    raise ValueError(f"cannot read {p}: expected a .csv or .parquet file, got {suffix or 'no suffix'!r} "
+                     "(a .csv may be compressed: .csv.gz)")
 
 
 def _need_pyarrow(p: Path) -> None:

@@ -11,6 +11,7 @@ import re
 from scalefit.fitting.laws.base import Law, lse, product, safe_log
 from scalefit.fitting.laws.chinchilla import CHINCHILLA
 from scalefit.fitting.laws.constrained import DATA_CONSTRAINED
+from scalefit.fitting.laws.moe import CLARK, CLARK_E, FINE_GRAINED, JOINT, MOE_LAWS
 from scalefit.fitting.laws.power import KAPLAN_ND, kaplan, saturating_power
 
 LAWS: dict[str, Law] = {
@@ -22,6 +23,7 @@ LAWS: dict[str, Law] = {
         *(kaplan(v) for v in ("N", "D", "C")),
         *(kaplan(v, irreducible=True) for v in ("N", "D", "C")),
         *(saturating_power(v) for v in ("N", "D", "C")),
+        *MOE_LAWS,
     ]
 }
 
@@ -54,4 +56,5 @@ def get_law(name: str | Law) -> Law:
 
 
 __all__ = ["LAWS", "Law", "get_law", "lse", "product", "safe_log", "CHINCHILLA", "DATA_CONSTRAINED",
-           "KAPLAN_ND", "kaplan", "saturating_power"]
+           "KAPLAN_ND", "kaplan", "saturating_power",
+           "CLARK", "CLARK_E", "JOINT", "FINE_GRAINED", "MOE_LAWS"]

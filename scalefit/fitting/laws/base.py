@@ -78,6 +78,9 @@ class Law:
     fixed: tuple[tuple[str, float], ...] = ()
     # The law the pins were applied to (None for a law that pins nothing).
     origin: Law | None = field(default=None, repr=False)
+    # Which parameters N counts in the law's published form ("active" for the MoE laws: what one token
+    # uses); a fit refuses a table whose N is another kind. None: any kind, read as the table's own.
+    n_kind: str | None = None
 
     def __str__(self) -> str:
         return self.name
