@@ -65,4 +65,4 @@ def store_curves(folder, table: FitTable) -> FitTable:
     C = run_flops(table.c_kind, N, cv["tokens"].to_numpy(), cv["flops_exact"].to_numpy())
     frame = pd.DataFrame({"run": cv["run_id"].to_numpy(), "N": N, "D": cv["tokens"].to_numpy(), "C": C,
                           "loss": cv["eval_loss"].to_numpy()})
-    return load_table(frame, n_kind=table.n_kind, c_kind=table.c_kind)
+    return load_table(frame, n_kind=table.n_kind, c_kind=table.c_kind, checkpoints="all")

@@ -195,7 +195,7 @@ def _chinchilla_curves(ratio: float, n_lo=1e7, n_hi=1e10, points=300):
     for N in n_lo * ratio ** np.arange(steps + 1):
         D = np.geomspace(1e8, 1e13, points)
         rows.append(pd.DataFrame(dict(run=f"N{N:.4g}", N=N, D=D, C=6 * N * D, loss=chinchilla_loss(N, D))))
-    return load_table(pd.concat(rows, ignore_index=True))
+    return load_table(pd.concat(rows, ignore_index=True), checkpoints="all")
 
 
 def test_approach1_recovers_exponent_within_ladder_bound():
@@ -234,7 +234,10 @@ def test_approach1_rejects_bad_curves():
     mixed = curves.copy()
     mixed.loc[0, "N"] = 123.0
     with pytest.raises(ValueError, match="several N values"):
-        approach1(load_table(mixed))
+        approach1(mixed)
+    # Read as a table, the same rows break the run-id rule: one run id, two models.
+    with pytest.raises(ValueError, match=r"run id 'N1e\+07' is shared by rows 0, 1, .* with different N"):
+        load_table(mixed, checkpoints="all")
 
 
 def test_frontier_exact_on_the_chinchilla_optimal_curve():

@@ -194,7 +194,7 @@ def test_unreadable_sources(tmp_path):
         load_table(empty)
     txt = tmp_path / "runs.txt"
     txt.write_text("N,D,loss\n1,2,3\n")
-    with pytest.raises(ValueError, match=r"expected a .csv or .parquet file, got '.txt'"):
+    with pytest.raises(ValueError, match=r"expected .csv, .jsonl or .parquet, got '.txt'"):
         load_table(txt)
     with pytest.raises(FileNotFoundError, match="no such file"):
         load_table(tmp_path)  # a folder
