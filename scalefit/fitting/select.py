@@ -57,6 +57,13 @@ def where_mask(df: pd.DataFrame, expr: str, aliases: dict, where: str) -> np.nda
     return got.fillna(False).to_numpy(dtype=bool)
 
 
+def reason_kind(why: str) -> str:
+    """The kind of an exclusion reason, its text before the first " (" or ";" (the row's own numbers
+    follow): what reports count rows by."""
+    cut = [i for i in (why.find(" ("), why.find(";")) if i > 0]
+    return why[:min(cut)] if cut else why
+
+
 def _key_frame(frame: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
     """Columns as hashable keys; floats to 9 significant digits, so a cell matches through rounding noise."""
     out = {}
@@ -66,8 +73,9 @@ def _key_frame(frame: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(out, index=frame.index)
 
 
-def check_runs(frame: pd.DataFrame, by: Sequence[str], where: str, hint: str = "") -> None:
-    """The run-id rule (module docstring): ValueError naming the run and rows that break it."""
+def check_runs(frame: pd.DataFrame, by: Sequence[str], where: str, hint: str = "", one_row_per_run: bool = False) -> None:
+    """The run-id rule (module docstring): ValueError naming the run and rows that break it.
+    `one_row_per_run` (a W&B runs export: a row is a run, never a checkpoint) refuses any repeated id."""
     keys = [*by, "run"]
     groups = frame.groupby(keys, sort=False, dropna=False)
     sizes = groups.size()
@@ -81,6 +89,9 @@ def check_runs(frame: pd.DataFrame, by: Sequence[str], where: str, hint: str = "
         run = key[-1] if isinstance(key, tuple) else key
         rows = ", ".join(str(r) for r in g["row"].tolist()[:6])
         inside = "" if not by else f" (in group {', '.join(f'{b} = {v}' for b, v in zip(by, key[:-1]))})"
+        if one_row_per_run:
+            raise ValueError(f"run id {run!r}{inside} names rows {rows} of {where}, but each row of this table is a "
+                             f"run of its own: merged, the run-level bootstrap would count them as one run; {fix}")
         if g["N"].nunique() > 1:
             raise ValueError(
                 f"run id {run!r}{inside} is shared by rows {rows} of {where} with different N "
@@ -124,7 +135,7 @@ def parse_checkpoints(rule: str) -> tuple[str, float]:
                      f"(e.g. after=0.5: the checkpoints past half of each run's tokens), got {rule!r}")
 
 
-def checkpoints(frame: pd.DataFrame, rule: str = "final", by: Sequence[str] = ()) -> Selection:
+def checkpoints(frame: pd.DataFrame, rule: str = "final", by: Sequence[str] = (), step_col: str | None = None) -> Selection:
     """Which checkpoints of a curve table to fit (a table of one row per run passes unchanged).
 
     final: each run's last point (largest D), the default for a law in N and D: earlier checkpoints of
@@ -132,6 +143,8 @@ def checkpoints(frame: pd.DataFrame, rule: str = "final", by: Sequence[str] = ()
     checkpoint, or those with D >= F x the run's final D, each weighted 1/k (k checkpoints kept in its
     run, times its own weight) so a long curve weighs as much as a run of one point, not k times more;
     the bootstrap resamples whole runs either way (`scalefit.fitting.solver.resample_weights`).
+    `step_col` names the source's step column: without one, rows sharing an id might be separate runs
+    that share a name, and a warning says how they were read.
     """
     kind, frac = parse_checkpoints(rule)
     n = len(frame)
@@ -143,22 +156,26 @@ def checkpoints(frame: pd.DataFrame, rule: str = "final", by: Sequence[str] = ()
     keep = D >= frac * d_final if kind != "final" else _last_rows(frame, by).to_numpy()
     reasons = {}
     for r, d, df_ in zip(frame["row"][~keep], D[~keep], d_final[~keep]):
-        reasons[r] = (f"checkpoint at D = {d:.4g} before its run's final point (D = {df_:.4g}); "
-                      f"checkpoints='final' fits each run's last" if kind == "final" else
-                      f"checkpoint at D = {d:.4g}, below {frac:g} of its run's final D = {df_:.4g} "
-                      f"(checkpoints={rule!r})")
+        reasons[r] = (f"checkpoint before its run's final point (D = {d:.4g} of {df_:.4g}, checkpoints='final' "
+                      f"fits each run's last)" if kind == "final" else
+                      f"checkpoint before {frac:g} of its run's tokens (D = {d:.4g} of {df_:.4g}, "
+                      f"checkpoints={rule!r})")
     n_runs = runs.ngroups
     head = (f"curve table: {n} rows of {n_runs} runs ({n / n_runs:.1f} checkpoints per run); rows sharing a "
             f"run id and differing in D are read as checkpoints of one run")
+    warn = () if step_col else (
+        f"{n} rows share {n_runs} run ids and the table has no step column: they were read as checkpoints of "
+        f"{n_runs} runs (checkpoints={rule!r}); if they are separate runs under one name, give each a unique id "
+        f"(run_col=..., --run-col)",)
     if kind == "final":
-        return Selection(keep=keep, reasons=reasons,
+        return Selection(keep=keep, reasons=reasons, warnings=warn,
                          notes=(f"{head}; fitted each run's final point (checkpoints='final'), "
                                 f"{int((~keep).sum())} earlier checkpoints excluded",))
     k = pd.Series(keep, index=frame.index).groupby([frame[c] for c in [*by, "run"]], sort=False,
                                                     dropna=False).transform("sum").to_numpy(float)
     weight = np.where(keep, frame["weight"].to_numpy(float) / np.maximum(k, 1), 0.0)
     what = "every checkpoint" if kind == "all" else f"the checkpoints with D >= {frac:g} x their run's final D"
-    return Selection(keep=keep, reasons=reasons, weight=weight,
+    return Selection(keep=keep, reasons=reasons, weight=weight, warnings=warn,
                      notes=(f"{head}; fitted {what} ({int(keep.sum())} rows, {int((~keep).sum())} excluded), "
                             f"each weighted 1/(checkpoints kept in its run) so every run weighs the same; "
                             f"the bootstrap resamples whole runs",))
@@ -190,8 +207,8 @@ def best_of(frame: pd.DataFrame, col: str, per: Sequence[str] = ("N", "D"), by: 
             continue
         where = ", ".join(f"{p} = {v}" for p, v in zip([*by, *per], r["_cell"]))
         loser_runs[(*(r[b] for b in by), r["run"])] = (
-            f"not the lowest loss of its cell ({where}): {col} = {r[col]!r} reached {r['loss']:.5g}, "
-            f"{col} = {w[col]!r} reached {w['loss']:.5g} (best_of={col!r})")
+            f"not the lowest loss of its cell (best_of={col!r}, {where}: {col} = {r[col]!r} reached "
+            f"{r['loss']:.5g}, {col} = {w[col]!r} reached {w['loss']:.5g})")
     run_key = list(zip(*(frame[c] for c in [*by, "run"])))
     keep = np.array([k not in loser_runs for k in run_key], bool)
     reasons = {row: loser_runs[k] for row, k in zip(frame["row"], run_key) if k in loser_runs}

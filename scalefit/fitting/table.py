@@ -59,6 +59,16 @@ class FitTable:
                 "notes": list(self.notes), "warnings": list(self.warnings), "by": list(self.by),
                 "fingerprint": self.fingerprint}
 
+    def excluded_counts(self) -> dict[str, int]:
+        """Rows excluded, counted by the kind of reason (`scalefit.fitting.select.reason_kind`)."""
+        out: dict[str, int] = {}
+        for _, why in self.excluded:
+            for part in why.split("; "):
+                k = select.reason_kind(part)
+                if k and not k.startswith("file "):
+                    out[k] = out.get(k, 0) + 1
+        return out
+
     def report(self, max_rows: int = 20) -> str:
         """Rows used and excluded (the first `max_rows` of them, then a count), conventions, notes, warnings."""
         lines = [
@@ -239,11 +249,11 @@ def load_table(
                          f"{'; '.join(bad[first])}")
 
     hint = "W&B run names need not be unique: export the run ID too and pass --run-col ID" if wandb else ""
-    select.check_runs(frame, by, where_phrase, hint)
+    select.check_runs(frame, by, where_phrase, hint, one_row_per_run=wandb)
     steps = [select.best_of(frame, best_of, best_per, by)] if best_of else []
     for step in (*steps, "checkpoints"):
         if step == "checkpoints":
-            step = select.checkpoints(frame, checkpoints, by)
+            step = select.checkpoints(frame, checkpoints, by, columns.column(df, "step", None, where_phrase))
         for r, why in step.reasons.items():
             bad.setdefault(r, []).append(why)
         if step.weight is not None:

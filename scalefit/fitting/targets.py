@@ -42,7 +42,7 @@ def read_targets(source, law, n_kind: NKind, *, n_col=None, d_col=None, c_col=No
                          f"forecast {n_kind} N (convert the targets, or refit in that count)")
     df, _, notes, where = columns.read_source(source, n_kind)
     n_conv = str(df.attrs.get("n_convention", ""))
-    if n_conv and not n_conv.startswith(n_kind.value):
+    if n_conv and not n_conv.startswith(("mixed", n_kind.value)):  # a mixed dataset: the rows' own column says
         raise ValueError(f"{where} counts N as {n_conv!r}; the fit counts {n_kind} N")
     found = {}
     if "N" in law.inputs or law.can_allocate:
@@ -73,7 +73,7 @@ def read_targets(source, law, n_kind: NKind, *, n_col=None, d_col=None, c_col=No
         bad = np.flatnonzero(present & ~(np.isfinite(v) & (v > 0)))
         if bad.size:
             raise ValueError(f"{where}: {field} ({col!r}) must be a finite number > 0 where given; row "
-                             f"{df.index[bad[0]]} has {df[col].iloc[bad[0]]!r}")
+                             f"{df.index[bad[0]]} has {df[col].iloc[bad[0]]}")
         values[field] = v
     notes.append("targets: " + ", ".join(f"{f} <- {c!r}" for f, c in found.items()))
     return df, values, notes
