@@ -151,7 +151,7 @@ class GroupFits:
                 failed[key] = str(g["error"])
         return cls(by=by, fits=fits, failed=failed, source=str(d.get("source", "")))
 
-    def predict_table(self, targets, level: float | None = None, **columns) -> pd.DataFrame:
+    def predict_table(self, targets, level: float | None = None, **options) -> pd.DataFrame:
         """Forecast each target row with the fit of its group: the targets need the `by` columns."""
         
         if not self.fits:
@@ -168,7 +168,7 @@ class GroupFits:
             rows = [i for i, k in enumerate(keys) if tuple(map(_norm, k)) == key]
             sub = df.iloc[rows]
             fit = self.get(tuple(df[b].iloc[rows[0]] for b in self.by))
-            parts.append(fit.predict_table(sub, level=level, **columns))
+            parts.append(fit.predict_table(sub, level=level, **options))
         out = pd.concat(parts).loc[df.index] if df.index.is_unique else pd.concat(parts)
         out.attrs = {**parts[0].attrs, "by": list(self.by), "groups": len(parts)}
         return out
