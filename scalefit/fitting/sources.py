@@ -29,7 +29,8 @@ def read_runs(source, **table_options) -> FitTable:
 
     A folder is read with `scalefit.store.tables.load` (final loss per run; N and C as the options
     n_kind and c_kind name them, C exact by default); runs whose status is not "completed" are excluded
-    with that reason, so every report counts them. `table_options` are `load_table`'s keywords.
+    with that reason, so every report counts them. `table_options` are `load_table`'s keywords (columns,
+    N kind, `where`, `by`, `best_of`, `checkpoints`), the same for every source.
     """
     if isinstance(source, FitTable):
         return source

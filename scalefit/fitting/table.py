@@ -93,12 +93,14 @@ class FitTable:
                         warnings=self.warnings, by=self.by, excluded_groups=self.excluded_groups)
 
     def with_context(self, *, excluded=None, notes=(), source: str | None = None, warnings=()) -> FitTable:
-        """The same rows with exclusions replaced (when given), notes and warnings added, the source renamed."""
+        """The same rows with exclusions replaced (when given: the same rows' reasons rewritten keep their
+        groups), notes and warnings added, the source renamed."""
         return FitTable(frame=self.frame, excluded=self.excluded if excluded is None else tuple(excluded),
                         notes=(*self.notes, *notes), source=self.source if source is None else source,
                         n_kind=self.n_kind, c_kind=self.c_kind, fingerprint=self.fingerprint,
                         warnings=(*self.warnings, *warnings), by=self.by,
-                        excluded_groups=self.excluded_groups if excluded is None else ())
+                        excluded_groups=self.excluded_groups if excluded is None or len(tuple(excluded)) == len(
+                            self.excluded_groups) else ())
 
 
 def load_table(

@@ -77,7 +77,7 @@ def test_curve_table_checkpoints_and_curve_tail_backtest(capsys, tmp_path, quick
     quickstart_curves.to_csv(table, index=False)
     cols = ["--n-col", "total=N_total", "--n-col", "non-embedding=N_non_embedding", "--d-col", "tokens",
             "--c-col", "flops_exact", "--loss-col", "eval_loss", "--c-kind", "exact"]
-    out = run(capsys, "fit", table, *cols, "--holdout", 4)
+    out = run(capsys, "fit", table, *cols, "--holdout", 0)
     assert "(16 rows, 16 runs, 80 excluded" in out and "fitted each run's final point" in out
     out = run(capsys, "fit", table, *cols, "--checkpoints", "all", "--holdout-by", "curve-tail", "--holdout", 0.5)
     assert "(96 rows, 16 runs, 0 excluded" in out and "each weighted 1/(checkpoints kept in its run)" in out
