@@ -31,6 +31,8 @@ _API = {
     "fit": "scalefit.fitting.fitter", "Objective": "scalefit.fitting.solver",
     "FitResult": "scalefit.fitting.result", "FitError": "scalefit.fitting.result",
     "FitStatus": "scalefit.fitting.result", "Estimate": "scalefit.fitting.estimate",
+    "fit_by": "scalefit.fitting.groups", "GroupFits": "scalefit.fitting.groups", "load_fits": "scalefit.fitting.groups",
+    "split_by": "scalefit.fitting.groups", "predict_table": "scalefit.fitting.targets",
     "Allocation": "scalefit.fitting.optimum", "allocate": "scalefit.fitting.optimum",
     # decisions
     "forecast": "scalefit.analysis.forecast", "Forecast": "scalefit.analysis.forecast",

@@ -6,7 +6,7 @@ imported inside the functions so `scalefit --help` stays fast.
 
 from __future__ import annotations
 
-from scalefit.cli.common import key_values
+from scalefit.cli.common import add_table_options, compile_cache, key_values, print_warnings, read_table
 from scalefit.conventions import CKind, NKind
 
 
@@ -30,6 +30,7 @@ def quickstart_file():
 
 
 def _quickstart(args) -> int:
+    compile_cache()
     import time
     from pathlib import Path
 
@@ -105,6 +106,7 @@ def add_plan(sub) -> None:
 
 
 def _plan(args) -> int:
+    compile_cache()
     from scalefit.analysis.allocate import inference_aware_optimal
     from scalefit.analysis.cost import accelerator_hours, model_shape
     from scalefit.fitting.compute import SIX_ND
@@ -187,8 +189,11 @@ def _plan_moe(args, source, params, compute) -> int:
 
 
 def add_forecast(sub) -> None:
-    p = sub.add_parser("forecast", help="loss forecast with intervals from a saved fit (FIT.json)")
-    p.add_argument("fit", help="fit result JSON written by scalefit fit --out")
+    p = sub.add_parser("forecast", help="loss forecast with intervals from a saved fit (FIT.json)",
+                       description="Forecast one point from FIT; a file of fits by group (scalefit fit --by "
+                                   "--out) gives one forecast per group (--group picks some). For a table of "
+                                   "targets, use scalefit predict.")
+    p.add_argument("fit", help="fit result JSON written by scalefit fit --out (one fit, or fits by group)")
     p.add_argument("--compute", type=float, metavar="C",
                    help="budget in FLOPs: compute-optimal N, D (or with --N / --D, the other from C = 6ND)")
     p.add_argument("--N", type=float, help="parameters")
@@ -197,15 +202,34 @@ def add_forecast(sub) -> None:
     p.add_argument("--E", type=float, help="experts (MoE laws, e.g. joint_moe; 1 = dense)")
     p.add_argument("--G", type=float, help="granularity (fine_grained_moe)")
     p.add_argument("--level", type=float, default=None, help="interval level (default: the fit's)")
+    p.add_argument("--group", action="append", default=[], metavar="COL=VALUE",
+                   help="with a file of fits by group: only the groups with this value (repeatable)")
     p.set_defaults(func=_forecast)
 
 
 def _forecast(args) -> int:
+    compile_cache()
     from scalefit.analysis.forecast import forecast
-    from scalefit.fitting.result import FitResult
+    from scalefit.fitting.groups import GroupFits, _norm, key_text, load_fits
 
+    fits = load_fits(args.fit)
     given = {k: v for k, v in (("U", args.U), ("E", args.E), ("G", args.G)) if v is not None}
-    print(forecast(FitResult.load(args.fit), N=args.N, D=args.D, C=args.compute, level=args.level, **given))
+    at = dict(N=args.N, D=args.D, C=args.compute, level=args.level, **given)
+    if not isinstance(fits, GroupFits):
+        if args.group:
+            raise ValueError(f"{args.fit} holds one fit, not fits by group: --group does not apply")
+        print(forecast(fits, **at))
+        return 0
+    want = {k: _norm(v) for k, v in key_values(args.group, float_values=False)}
+    unknown = sorted(set(want) - set(fits.by))
+    if unknown:
+        raise ValueError(f"--group {unknown[0]}: the fits are by {', '.join(fits.by)}")
+    keys = [k for k in fits.keys() if all(_norm(v) == want.get(b, _norm(v)) for b, v in zip(fits.by, k))]
+    if not keys:
+        raise ValueError(f"no group matches {args.group}; groups: " + "; ".join(key_text(fits.by, k) for k in fits.keys()))
+    for key in keys:
+        print(f"[{key_text(fits.by, key)}] " + (str(forecast(fits.fits[key], **at)) if key in fits.fits
+                                                 else f"not fitted: {fits.failed[key]}"))
     return 0
 
 
@@ -279,29 +303,66 @@ def _calc(args) -> int:
 
 
 def add_report(sub) -> None:
-    p = sub.add_parser("report", help="fit, backtest, forecast and plot into a one-page report")
-    p.add_argument("source", help="run-store folder, CSV/Parquet file or reference dataset name")
-    p.add_argument("--out", required=True, help="folder for report.md, report.html, figures, fit.json")
+    from scalefit.cli.fitting import add_backtest_options
+
+    p = sub.add_parser("report", help="fit, backtest, forecast and plot into a one-page report (one per group with --by)")
+    p.add_argument("table", help="run-store folder, CSV/Parquet/JSONL file or reference dataset name")
+    p.add_argument("--out", required=True, help="folder for report.md, report.html, figures, fit.json "
+                                                "(with --by: a folder per group and index.md)")
     p.add_argument("--law", default="chinchilla",
                    help="law to fit (`scalefit laws` lists them); NAME[KEY=VALUE] holds a parameter fixed")
     p.add_argument("--bootstrap", type=int, default=200, metavar="B", help="bootstrap resamples of runs")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--holdout", type=float, default=0.15,
-                   help="backtest: fraction (< 1) or number (>= 1) of largest-compute runs held out")
     p.add_argument("--ci", type=float, default=0.95, help="interval level")
-    p.add_argument("--n-kind", default="total", choices=list(NKind), type=NKind.parse,
-                   help="which parameters N counts")
+    add_table_options(p)
+    add_backtest_options(p)
     p.set_defaults(func=_report)
 
 
 def _report(args) -> int:
-    from scalefit.fitting.sources import is_store, read_runs, store_curves
+    compile_cache()
+    import re
+    from pathlib import Path
+
+    from scalefit.fitting.groups import key_text, split_by
+    from scalefit.fitting.sources import is_store, store_curves
+
+    if args.holdout_by != "C" or args.cutoff is not None:
+        raise ValueError("scalefit report backtests the largest-compute runs (--holdout); for other splits "
+                         "(--holdout-by, --cutoff) use scalefit fit")
+    table = read_table(args)
+    print_warnings(table)
+    holdout = int(args.holdout) if args.holdout >= 1 else args.holdout
+    curves = store_curves(args.table, table) if is_store(args.table) else None
+    if not table.by:
+        _one_report(args, table, Path(args.out), holdout, curves)
+        return 0
+    out = Path(args.out)
+    lines = [f"# {args.law} by {', '.join(table.by)}: {table.source}", "",
+             "| group | runs | a | b | backtest mean abs error | report |", "|---|---|---|---|---|---|"]
+    for key, sub in split_by(table).items():
+        name = key_text(table.by, key)
+        folder = out / re.sub(r"[^A-Za-z0-9._=-]+", "_", name.replace(" = ", "=").replace(", ", "__"))
+        print(f"[{name}]")
+        try:
+            s = _one_report(args, sub, folder, holdout, None)
+        except ValueError as e:
+            print(f"  not reported: {e}")
+            lines.append(f"| {name} | {len(sub)} | | | | not fitted: {e} |")
+            continue
+        f = lambda x, spec: "" if x is None else format(x, spec)  # noqa: E731
+        lines.append(f"| {name} | {s.n_runs} | {f(s.a, '.3f')} | {f(s.b, '.3f')} | "
+                     f"{f(s.backtest_mean_abs_rel_err, '.2%')} | [{folder.name}]({folder.name}/report.md) |")
+    from scalefit.atomic import write_text
+
+    print(f"wrote {write_text(out / 'index.md', chr(10).join(lines) + chr(10))}")
+    return 0
+
+
+def _one_report(args, table, out, holdout, curves):
     from scalefit.report.build import build_report
 
-    holdout = int(args.holdout) if args.holdout >= 1 else args.holdout
-    table = read_runs(args.source, n_kind=args.n_kind)
-    curves = store_curves(args.source, table) if is_store(args.source) else None
-    s = build_report(table, args.out, law=args.law, bootstrap=args.bootstrap, seed=args.seed,
+    s = build_report(table, out, law=args.law, bootstrap=args.bootstrap, seed=args.seed,
                      holdout=holdout, level=args.ci, curves=curves)
     print(f"{s.law} on {s.n_runs} runs" + ("" if s.a is None else f": a = {s.a:.3f}, b = {s.b:.3f}"))
     if s.backtest_mean_abs_rel_err is not None:
@@ -312,4 +373,4 @@ def _report(args) -> int:
     for d in s.disagreements:
         print(f"DISAGREE: {d}")
     print(f"wrote {s.markdown}, {s.html} and {len(s.figures)} figures")
-    return 0
+    return s

@@ -50,7 +50,7 @@ def fit(table, law="chinchilla", *, objective: Objective = Objective(), bootstra
 
     ms = multistart(law, logx, logy, w, starts=starts, objective=objective, gtol=gtol)
     point = law.to_params(ms.best)  # [K]
-    warnings = []
+    warnings = list(table.warnings)  # what reading the rows found (e.g. an unused column of another N kind)
     if not ms.converged:
         warnings.append(f"best start did not reach |grad| < {gtol:g} (|grad| = {ms.grad_norm:.3g})")
     if len(frame) == law.n_free:

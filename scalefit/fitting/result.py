@@ -130,6 +130,15 @@ class FitResult:
         return intervals(self.law, self.point(), self.finite_samples(), self.sigma,
                          self.ci_level if level is None else level, inputs)
 
+    def predict_table(self, targets, level: float | None = None, **columns):
+        """`predict` for every row of a table of targets (a DataFrame, or a CSV / Parquet / JSONL path):
+        the targets' columns plus pred, param_low, param_high, low, high (and rel_err where the targets
+        carry a loss), in this fit's conventions (`scalefit.fitting.targets.predict_table`; `columns`
+        are its column options, e.g. n_col="params")."""
+        from scalefit.fitting.targets import predict_table
+
+        return predict_table(self, targets, level=level, **columns)
+
     def allocate(self, C: float, **given: float) -> Allocation:
         """Compute-optimal N and D for a budget of C FLOPs counted as the fitted runs counted theirs
         (`self.compute`: C = D F(N)), with bootstrap intervals; `given` holds the law's conditions

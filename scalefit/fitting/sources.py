@@ -30,7 +30,8 @@ def read_runs(source, **table_options) -> FitTable:
     A folder is read with `scalefit.store.tables.load` (final loss per run; N and C as the options
     n_kind and c_kind name them, C exact by default; E = each run's n_expert, for the MoE laws); runs
     whose status is not "completed" are excluded with that reason, so every report counts them.
-    `table_options` are `load_table`'s keywords.
+    `table_options` are `load_table`'s keywords (columns, N kind, `where`, `by`, `best_of`,
+    `checkpoints`), the same for every source.
     """
     if isinstance(source, FitTable):
         return source
@@ -68,4 +69,4 @@ def store_curves(folder, table: FitTable) -> FitTable:
     C = run_flops(table.c_kind, N, cv["tokens"].to_numpy(), cv["flops_exact"].to_numpy())
     frame = pd.DataFrame({"run": cv["run_id"].to_numpy(), "N": N, "D": cv["tokens"].to_numpy(), "C": C,
                           "loss": cv["eval_loss"].to_numpy()})
-    return load_table(frame, n_kind=table.n_kind, c_kind=table.c_kind)
+    return load_table(frame, n_kind=table.n_kind, c_kind=table.c_kind, checkpoints="all")

@@ -77,7 +77,7 @@ def test_calculators_agree_with_the_trainer_for_every_preset(name):
     sheet = model_sheet(name)
     assert sheet.counts == param_counts(cfg) and sheet.config == cfg
     # The weights' bytes are those of the arrays the trainer builds (shapes only, nothing allocated).
-    shapes = jax.eval_shape(lambda k: init_params(cfg, k), jax.random.PRNGKey(0))
+    shapes = jax.eval_shape(lambda k: init_params(cfg, key=k), jax.random.PRNGKey(0))
     n = sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(shapes))
     assert n == sheet.counts.total and sheet.weights["fp32"] == 4 * n and sheet.weights["bf16"] == 2 * n
     # FLOPs are the trainer's own count at the context.

@@ -194,7 +194,7 @@ def test_unreadable_sources(tmp_path):
         load_table(empty)
     txt = tmp_path / "runs.txt"
     txt.write_text("N,D,loss\n1,2,3\n")
-    with pytest.raises(ValueError, match=r"expected a .csv or .parquet file, got '.txt'"):
+    with pytest.raises(ValueError, match=r"expected .csv, .jsonl or .parquet, got '.txt'"):
         load_table(txt)
     with pytest.raises(FileNotFoundError, match="no such file"):
         load_table(tmp_path)  # a folder
@@ -314,7 +314,8 @@ def test_compressed_csv_of_clark_routing_with_column_options():
     path = data_dir() / "routing_clark2022" / "curves.csv.gz"
     t = load_table(path, n_col="dense_parameter_count", d_col="step", loss_col="loss_validation",
                    run_col="hyper_id", n_kind="active", c_kind="6ND",
-                   columns={"E": "num_experts", "N_total": "total_parameter_count"}, keep=["router_type"])
+                   columns={"E": "num_experts", "N_total": "total_parameter_count"}, keep=["router_type"],
+                   checkpoints="all")
     assert len(t) + len(t.excluded) == 5799 and t.frame["run"].nunique() == 223
     # Each run's evaluation at step 0 (D = 0), and a few evaluations without a loss, are excluded, each
     # with its reason and the file.

@@ -163,7 +163,7 @@ def synthetic_curves():
     for i, N in enumerate(1e7 * 1.5 ** np.arange(12)):
         for D in np.geomspace(1e8, 2e12, 60):
             rows.append((f"n{i}", N, D, 6 * N * D, float(chinchilla_loss(N, D))))
-    return load_table(pd.DataFrame(rows, columns=["run", "N", "D", "C", "loss"]))
+    return load_table(pd.DataFrame(rows, columns=["run", "N", "D", "C", "loss"]), checkpoints="all")
 
 
 def test_compare_with_training_curves_runs_approach_1():
