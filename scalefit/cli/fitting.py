@@ -6,8 +6,12 @@ imported inside the functions so `scalefit --help` stays fast.
 
 from __future__ import annotations
 
+import sys
+
 from scalefit.cli.common import key_values
 from scalefit.conventions import CKind, NKind
+
+EXIT_DEGENERATE = 3  # exit status of a fit that is degenerate or unidentifiable (2: bad input)
 
 
 def add_fit(sub) -> None:
@@ -16,9 +20,21 @@ def add_fit(sub) -> None:
                                    "dataset name (scalefit datasets list) or a run-store folder.")
     p.add_argument("table", help="CSV or Parquet file, reference dataset name, or run-store folder")
     p.add_argument("--law", default="chinchilla",
-                   help="law to fit (`scalefit laws` lists them); NAME[KEY=VALUE] holds a parameter fixed")
+                   help="law to fit (`scalefit laws` lists them); NAME[KEY=VALUE] holds a parameter fixed; "
+                        "auto: choose by leave-future-out cross-validation on these runs, intervals calibrated")
     p.add_argument("--fix", action="append", default=[], metavar="KEY=VALUE",
-                   help="hold a parameter of the law at VALUE (repeatable), e.g. --fix E=1.6")
+                   help="hold a parameter of the law at VALUE (repeatable), e.g. --fix E=1.6, or a derived "
+                        "quantity: --fix a=0.5 (N_opt ~ C^0.5: Chinchilla with beta = alpha)")
+    p.add_argument("--also-n", action="append", default=[], metavar="KIND=COLUMN",
+                   help="--law auto: also try N read from COLUMN, counting KIND parameters (repeatable), "
+                        "e.g. non-embedding=N_non_embedding")
+    p.add_argument("--calibrate", action="store_true",
+                   help="widen the intervals of the law by its own leave-future-out errors (auto always does)")
+    p.add_argument("--objective", choices=["huber", "likelihood"], default="huber",
+                   help="huber: Huber on log residuals (Hoffmann et al. 2022); likelihood: Huber likelihood "
+                        "with a fitted scale (Besiroglu et al. 2024; --delta then in units of the scale)")
+    p.add_argument("--keep-degenerate", action="store_true",
+                   help="exit 0 and write --out even when the fit is degenerate or unidentifiable (exit 3)")
     p.add_argument("--bootstrap", type=int, default=0, metavar="B",
                    help="bootstrap resamples of whole runs for SEs and CIs (e.g. 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
@@ -51,13 +67,20 @@ def _fit(args) -> int:
     from scalefit.fitting.solver import Objective
     from scalefit.fitting.sources import is_store, read_runs, store_curves
 
+    auto = args.law.strip() == "auto"
+    n_columns = {NKind.parse(k, "--also-n"): v for k, v in key_values(args.also_n, float_values=False)}
+    keep = list(n_columns.values())
+    if auto and not n_columns and is_store(args.table):  # a run store counts N three ways: try each
+        keep = [k.store_column for k in NKind]
     table = read_runs(args.table, n_col=args.n_col, d_col=args.d_col, c_col=args.c_col,
                       loss_col=args.loss_col, run_col=args.run_col, weight_col=args.weight_col,
-                      n_kind=args.n_kind, c_kind=args.c_kind)
-    law = get_law(args.law).with_fixed(**dict(key_values(args.fix)))
-    objective = Objective(args.delta, args.over_penalty)
+                      n_kind=args.n_kind, c_kind=args.c_kind, keep=keep)
+    fixed = dict(key_values(args.fix))
+    law = "auto" if auto else get_law(args.law).with_fixed(**fixed)
+    objective = Objective(args.delta, args.over_penalty, scale=args.objective == "likelihood")
+    choice = {"fixed": fixed, "n_columns": n_columns or None} if auto else {"calibrate": args.calibrate}
     result = fit(table, law, objective=objective, bootstrap_resamples=args.bootstrap, seed=args.seed,
-                 ci_level=args.ci, progress=args.bootstrap >= 200)
+                 ci_level=args.ci, progress=args.bootstrap >= 200, **choice)
     if args.compute:
         from dataclasses import replace
 
@@ -85,7 +108,11 @@ def _fit(args) -> int:
         else:
             # Fewer resamples than the main fit: the backtest's intervals only need to be indicative.
             print(backtest(table, law, holdout=args.holdout, bootstrap_resamples=min(args.bootstrap, 100),
-                           seed=args.seed, level=args.ci, objective=objective))
+                           seed=args.seed, level=args.ci, objective=objective, **choice))
+    if not result.status.ok and not args.keep_degenerate:
+        print(f"scalefit: the fit is {result.status}: {result.reasons[0] if result.reasons else ''}"
+              + ("; not writing --out" if args.out else "") + " (--keep-degenerate keeps it)", file=sys.stderr)
+        return EXIT_DEGENERATE
     if args.out:
         print(f"wrote {result.save(args.out)}")
     return 0

@@ -32,6 +32,7 @@ from scalefit.fitting.laws import Law
 
 BLOCK = 64  # starts per compiled call: every solve is cut into (padded) blocks of this many
 MIN_ROWS = 16  # rows are padded to a power of two at least this large
+FINISH_SCREEN_ITER = 30  # exact steps every kept start gets before only the best block finishes
 
 
 class SolverError(ValueError):
@@ -216,8 +217,14 @@ def _solve_batch(z0, logx, logy, weights, M, c, pen, hyper, gtol, max_iter, use_
 
 
 def padded_rows(n: int) -> int:
-    """The row count a table of n rows is padded to: a power of two, at least MIN_ROWS."""
-    return max(MIN_ROWS, 1 << int(math.ceil(math.log2(max(n, 1)))))
+    """The row count a table of n rows is padded to: a power of two from MIN_ROWS to 256 (a table and its
+    subsets, such as a backtest's fitted part, then mostly share one compilation, which on a small table
+    costs more than the padding), and beyond that the next of 1.5 x 2^k or 2^k (384, 512, 768, ...), so
+    padding wastes at most a third of a large table's work."""
+    size = MIN_ROWS
+    while size < n:
+        size = size * 2 if size < 256 else size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+    return size
 
 
 def _pad(logx, logy, weights):
@@ -313,7 +320,8 @@ def multistart(law: Law, logx, logy, weights, *, starts=None, objective: Objecti
     Stage 1 runs `explore_iter` IRLS-Marquardt steps from every start; stage 2 continues, with
     exact-Hessian damped Newton until the gradient norm is below `gtol`, every start whose stage-1
     objective is within `keep_factor` of the lowest (at least `keep`, at most `max_keep`; a whole number
-    of solver blocks). Starts cut after stage 1 count as not reaching the best in `share_at_best`
+    of solver blocks); when that is more than one block, all of them get FINISH_SCREEN_ITER exact steps
+    and the best block of them runs to the end. Starts cut after stage 1 count as not reaching the best in `share_at_best`
     (objective within best * (1 + rtol_best)).
     """
     theta0 = law.grid(np.asarray(logx), np.asarray(logy)) if starts is None else np.atleast_2d(starts)
@@ -323,10 +331,18 @@ def multistart(law: Law, logx, logy, weights, *, starts=None, objective: Objecti
     near = int(np.sum(s1.value <= keep_factor * s1.value[order[0]] + 1e-300))
     n_keep = min(len(order), max_keep, BLOCK * math.ceil(max(near, keep, 1) / BLOCK))
     top = order[:n_keep]
-    s2 = solve(law, s1.theta[top], logx, logy, weights, objective=objective, gtol=gtol, max_iter=max_iter,
-               hessian="exact", scale0=None if s1.scale is None else s1.scale[top])
+    s2 = solve(law, s1.theta[top], logx, logy, weights, objective=objective, gtol=gtol,
+               max_iter=max_iter if n_keep <= BLOCK else FINISH_SCREEN_ITER, hessian="exact",
+               scale0=None if s1.scale is None else s1.scale[top])
     values = s1.value.copy()
     values[top] = s2.value
+    if n_keep > BLOCK:  # many starts near the best: only the best block of them runs to the end
+        last = np.argsort(s2.value, kind="stable")[:BLOCK]
+        s3 = solve(law, s2.theta[last], logx, logy, weights, objective=objective, gtol=gtol, max_iter=max_iter,
+                   hessian="exact", scale0=None if s2.scale is None else s2.scale[last])
+        top = top[last]
+        values[top] = s3.value
+        s2 = Solution(s3.theta, s3.value, s3.grad_norm, s2.iterations[last] + s3.iterations, s3.scale)
     j = int(np.argmin(s2.value))
     best = float(s2.value[j])
     if not np.isfinite(best):

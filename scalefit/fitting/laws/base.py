@@ -146,6 +146,15 @@ class Law:
                          for c in self.inputs])  # [n_inputs, B, n]
         return np.exp(_evaluate(self, True, theta, logx)).reshape(shape)
 
+    def log_loss_many(self, theta: np.ndarray, logx: np.ndarray) -> np.ndarray:
+        """log L for each row of fit-space parameters `theta` [B, P] at log inputs `logx` [n_inputs, n]: [B, n]."""
+        return _evaluate(self, False, np.atleast_2d(np.asarray(theta, float)), np.asarray(logx, float))
+
+    def jacobian(self, theta: np.ndarray, logx: np.ndarray) -> np.ndarray:
+        """d log L / d theta at fit-space `theta` [P] for log inputs `logx` [n_inputs, n]: [n, P], float64."""
+        with jax.enable_x64(True):
+            return np.asarray(_jacobian(self)(jnp.asarray(theta, jnp.float64), jnp.asarray(logx, jnp.float64)))
+
     def _thetas(self, params) -> np.ndarray:
         return np.stack([self.from_params(p) for p in np.atleast_2d(np.asarray(params, float))])
 
@@ -177,6 +186,11 @@ def _compiled(law: Law, paired: bool):
     """The law's log-prediction vmapped over parameter rows (and, `paired`, over input rows), jitted
     once per law: a plan's search calls it thousands of times, and eager dispatch would dominate."""
     return jax.jit(jax.vmap(law.log_loss, in_axes=(0, 1 if paired else None)))
+
+
+@functools.lru_cache(maxsize=256)
+def _jacobian(law: Law):
+    return jax.jit(jax.jacfwd(law.log_loss))
 
 
 def _evaluate(law: Law, paired: bool, theta: np.ndarray, logx: np.ndarray) -> np.ndarray:
