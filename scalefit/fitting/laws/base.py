@@ -22,7 +22,7 @@ import numpy as np
 # Inputs a compute budget C is split into; every other input of a law in them is a condition.
 BUDGET_INPUTS = ("N", "D")
 # A `Law.collapse` parameter below this share of the smallest observed loss has collapsed to 0.
-COLLAPSE_RTOL = 1e-3
+COLLAPSE_RTOL = 1e-2
 
 
 def lse(*terms):
