@@ -2,7 +2,7 @@
 
     import scalefit as sf
     table = sf.load_table("chinchilla")            # or a CSV / Parquet path, a DataFrame, sf.read_runs(folder)
-    result = sf.fit(table, "chinchilla", bootstrap_resamples=1000)
+    result = sf.fit(table, "chinchilla", bootstrap_resamples=1000)   # or "auto": chosen by forecasting
     print(result.report()); result.allocate(5.76e23); sf.forecast(result, C=1e24)
     sf.backtest(table, "chinchilla")               # refit without the largest runs, score the forecast
 
@@ -32,6 +32,10 @@ _API = {
     "FitResult": "scalefit.fitting.result", "FitError": "scalefit.fitting.result",
     "FitStatus": "scalefit.fitting.result", "Estimate": "scalefit.fitting.estimate",
     "Allocation": "scalefit.fitting.optimum", "allocate": "scalefit.fitting.optimum",
+    # choosing the law by forecasts, calibrating intervals
+    "Selection": "scalefit.fitting.crossval", "rolling_origin": "scalefit.fitting.crossval",
+    "cross_validate": "scalefit.fitting.crossval", "candidates": "scalefit.fitting.select",
+    "Calibration": "scalefit.fitting.calibrate",
     # decisions
     "forecast": "scalefit.analysis.forecast", "Forecast": "scalefit.analysis.forecast",
     "backtest": "scalefit.analysis.backtest", "Backtest": "scalefit.analysis.backtest",

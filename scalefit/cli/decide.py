@@ -6,7 +6,10 @@ imported inside the functions so `scalefit --help` stays fast.
 
 from __future__ import annotations
 
+import sys
+
 from scalefit.cli.common import key_values
+from scalefit.cli.fitting import EXIT_DEGENERATE
 from scalefit.conventions import CKind, NKind
 
 
@@ -60,9 +63,13 @@ def _quickstart(args) -> int:
         print(f"N_opt ~ C^{rep.a:.3f}, D_opt ~ C^{rep.b:.3f} (Approach 3, C {c_kind})")
     for d in rep.disagreements:
         print(f"approaches disagree: {d}")
+    if rep.selection:
+        print(f"law chosen by cross-validation on the runs: {rep.selection}")
     if rep.backtest_mean_abs_rel_err is not None:
         print(f"backtest, largest budget held out ({rep.backtest_extrapolation:.3g}x the largest fitted C): "
-              f"mean |rel err| {rep.backtest_mean_abs_rel_err:.2%}, max {rep.backtest_max_abs_rel_err:.2%}")
+              f"mean |rel err| {rep.backtest_mean_abs_rel_err:.2%}, max {rep.backtest_max_abs_rel_err:.2%}; "
+              "coverage, nominal -> empirical: "
+              + ", ".join(f"{100 * p:g}% -> {c:.0%}" for p, c in rep.backtest_coverage))
     else:
         print(f"no backtest: {rep.backtest_skipped}")
     for C, loss, lo, hi in rep.forecasts:
@@ -169,8 +176,11 @@ def add_report(sub) -> None:
     p = sub.add_parser("report", help="fit, backtest, forecast and plot into a one-page report")
     p.add_argument("source", help="run-store folder, CSV/Parquet file or reference dataset name")
     p.add_argument("--out", required=True, help="folder for report.md, report.html, figures, fit.json")
-    p.add_argument("--law", default="chinchilla",
-                   help="law to fit (`scalefit laws` lists them); NAME[KEY=VALUE] holds a parameter fixed")
+    p.add_argument("--law", default="auto",
+                   help="law to fit (`scalefit laws` lists them); NAME[KEY=VALUE] holds a parameter fixed; "
+                        "auto (default): chosen by leave-future-out cross-validation on the runs")
+    p.add_argument("--keep-degenerate", action="store_true",
+                   help="exit 0 even when the fit is degenerate or unidentifiable (exit 3)")
     p.add_argument("--bootstrap", type=int, default=200, metavar="B", help="bootstrap resamples of runs")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--holdout", type=float, default=0.15,
@@ -190,13 +200,18 @@ def _report(args) -> int:
     curves = store_curves(args.source, table) if is_store(args.source) else None
     s = build_report(table, args.out, law=args.law, bootstrap=args.bootstrap, seed=args.seed,
                      holdout=holdout, level=args.ci, curves=curves)
-    print(f"{s.law} on {s.n_runs} runs" + ("" if s.a is None else f": a = {s.a:.3f}, b = {s.b:.3f}"))
+    print(f"{s.law} on {s.n_runs} runs" + ("" if s.a is None else f": a = {s.a:.3f}, b = {s.b:.3f}")
+          + (f" (chosen by cross-validation: {s.selection})" if s.selection else ""))
     if s.backtest_mean_abs_rel_err is not None:
         print(f"backtest |relative error|: mean {s.backtest_mean_abs_rel_err:.2%}, "
-              f"max {s.backtest_max_abs_rel_err:.2%}")
+              f"max {s.backtest_max_abs_rel_err:.2%}; coverage, nominal -> empirical: "
+              + ", ".join(f"{100 * p:g}% -> {c:.0%}" for p, c in s.backtest_coverage))
     for C, loss, lo, hi in s.forecasts:
         print(f"forecast at C = {C:.3g}: loss {loss:.4f} [{lo:.4f}, {hi:.4f}]")
     for d in s.disagreements:
         print(f"DISAGREE: {d}")
     print(f"wrote {s.markdown}, {s.html} and {len(s.figures)} figures")
+    if s.status in ("degenerate", "unidentifiable") and not args.keep_degenerate:
+        print(f"scalefit: the fit is {s.status} (see the report; --keep-degenerate exits 0)", file=sys.stderr)
+        return EXIT_DEGENERATE
     return 0

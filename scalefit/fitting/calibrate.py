@@ -13,10 +13,14 @@ while its N and D each lie inside their fitted ranges), and the fold's one-run s
 tau (the growth of the form's error per unit of log distance) by maximum likelihood with u Normal, and
 the multiplier of the interval by split-conformal prediction on the standardised scores
 u_i = |e_i| / sigma_k' (Vovk et al. 2005; Lei et al. 2018, locally weighted): the level-p multiplier is
-the ceil((n + 1) p)-th smallest u_i, so at least a share p of such errors fall inside it when they are
-exchangeable. A forecast at distance d then has the scale sqrt(sigma^2 + tau^2 d^2) times that multiplier
-(over z_p: the bootstrap mixture of `predict` is widened by the ratio). With fewer scores than a level
-needs, the multiplier is the largest score or the Normal quantile, whichever is larger.
+the weighted ceil((n + 1) p)-th smallest u_i, so that a share p of such errors fall inside it when the
+cuts are exchangeable. Both tau and the multiplier weigh every cut the same (each of its rows 1 / its
+row count): the rows above one cut share that cut's fit, so they are one cut's evidence, and the late
+cuts, with few rows above them and the most like the forecast asked for, would otherwise be outvoted by
+the early ones. A forecast at distance d then has the scale sqrt(sigma^2 + tau^2 d^2) times that
+multiplier over z_p (the bootstrap mixture of `predict` is widened by the ratio). With fewer scores than
+a level needs (n_eff (1 - p) < p, n_eff the effective number of scores), the multiplier is the largest
+score or the Normal quantile, whichever is larger.
 """
 
 from __future__ import annotations
