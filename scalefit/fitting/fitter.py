@@ -12,10 +12,10 @@ chooses the law by leave-future-out cross-validation on the table's own rows (`s
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import jax
 import numpy as np
-
-from dataclasses import replace
 
 from scalefit.fitting import select
 from scalefit.fitting.compute import fit_compute_model
