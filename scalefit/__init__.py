@@ -34,7 +34,7 @@ _API = {
     "Allocation": "scalefit.fitting.optimum", "allocate": "scalefit.fitting.optimum",
     # choosing the law by forecasts, calibrating intervals
     "Selection": "scalefit.fitting.crossval", "rolling_origin": "scalefit.fitting.crossval",
-    "cross_validate": "scalefit.fitting.crossval", "candidates": "scalefit.fitting.select",
+    "cross_validate": "scalefit.fitting.crossval", "candidates": "scalefit.fitting.choice",
     "Calibration": "scalefit.fitting.calibrate",
     # decisions
     "forecast": "scalefit.analysis.forecast", "Forecast": "scalefit.analysis.forecast",

@@ -17,7 +17,7 @@ import pandas as pd
 from scalefit.fitting.fitter import fit
 from scalefit.fitting.laws import get_law
 from scalefit.fitting.result import FitResult
-from scalefit.fitting.select import forms
+from scalefit.fitting.choice import forms
 from scalefit.fitting.table import FitTable
 
 COVERAGE_LEVELS = (0.8, 0.9, 0.95)  # nominal levels every backtest reports the empirical coverage of

@@ -5,7 +5,7 @@ grid (`scalefit.fitting.solver`), refits on run-level bootstrap resamples for st
 percentile intervals, fits how the rows' C depends on N and D (`scalefit.fitting.compute`), checks that
 the optimum answers something (`scalefit.fitting.diagnose`: degenerate and unidentifiable fits say so
 in their status), and records everything a reader needs to trust or doubt the numbers. `law="auto"`
-chooses the law by leave-future-out cross-validation on the table's own rows (`scalefit.fitting.select`);
+chooses the law by leave-future-out cross-validation on the table's own rows (`scalefit.fitting.choice`);
 `calibrate=True` widens a fixed law's intervals by its own leave-future-out errors
 (`scalefit.fitting.calibrate`).
 """
@@ -17,7 +17,7 @@ from dataclasses import replace
 import jax
 import numpy as np
 
-from scalefit.fitting import select
+from scalefit.fitting import choice
 from scalefit.fitting.compute import fit_compute_model
 from scalefit.fitting.diagnose import diagnose
 from scalefit.fitting.estimate import Estimate
@@ -43,7 +43,7 @@ def fit(table, law="chinchilla", *, objective: Objective = Objective(), bootstra
     that never varies); a fit they identify only degenerately comes back with that status and its reasons.
 
     law="auto" scores candidate laws x objectives x the table's N columns by leave-future-out
-    cross-validation on these rows and fits the best (`scalefit.fitting.select.choose`; `fixed` pins
+    cross-validation on these rows and fits the best (`scalefit.fitting.choice.choose`; `fixed` pins
     parameters of every candidate, e.g. {"E": 1.6}; `n_columns` maps other N kinds to columns of the
     table, default: columns named N_total, N_non_embedding, N_active); its intervals are calibrated on
     those errors. `calibrate=True` calibrates a fixed law's intervals the same way.
@@ -52,7 +52,7 @@ def fit(table, law="chinchilla", *, objective: Objective = Objective(), bootstra
     options = dict(bootstrap_resamples=bootstrap_resamples, seed=seed, ci_level=ci_level, gtol=gtol,
                    progress=progress)
     if isinstance(law, str) and law.strip() == "auto":
-        chosen, result, selection, calibration = select.choose(table, _fit_law, fixed=fixed or {},
+        chosen, result, selection, calibration = choice.choose(table, _fit_law, fixed=fixed or {},
                                                                n_columns=n_columns, gtol=gtol)
         if result is None or bootstrap_resamples or starts is not None:
             result = _fit_law(chosen.fit_table, chosen.law, objective=chosen.objective, starts=starts, **options)
@@ -62,7 +62,7 @@ def fit(table, law="chinchilla", *, objective: Objective = Objective(), bootstra
         law = law.with_fixed(**fixed)
     result = _fit_law(table, law, objective=objective, starts=starts, **options)
     if calibrate:
-        result = replace(result, calibration=select.calibration_for(table, law, objective, gtol=gtol))
+        result = replace(result, calibration=choice.calibration_for(table, law, objective, gtol=gtol))
     return result
 
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from scalefit import cli
-from scalefit.fitting import crossval, select
+from scalefit.fitting import choice, crossval
 from scalefit.fitting.fitter import fit
 from scalefit.fitting.laws import get_law
 from scalefit.fitting.result import FitResult
@@ -58,24 +58,24 @@ def test_auto_on_one_tokens_per_parameter_ratio_tries_laws_in_c():
     df = pd.DataFrame({"N": N, "D": 20 * N, "C": C, "loss": L * np.exp(0.002 * np.sin(np.arange(9)))})
     table = load_table(df)
     assert crossval.order_key(table.frame) == "N"
-    assert {f.name for f in select.forms(table)} == {"power_c", "kaplan_c"}
+    assert {f.name for f in choice.forms(table)} == {"power_c", "kaplan_c"}
     r = fit(table, "auto")
     assert r.law.name == "power_c" and r.values()["E"] == pytest.approx(1.5, rel=0.05)
 
 
 def test_pins_apply_to_every_candidate(synth):
     df = synth.isoflop(synth.chinchilla(synth.CHIN), noise=0.005, seed=2)
-    cands = select.candidates(load_table(df), fixed={"E": 1.7})
+    cands = choice.candidates(load_table(df), fixed={"E": 1.7})
     assert cands and all(dict(c.law.fixed)["E"] == 1.7 for c in cands)
     r = fit(df, "auto", fixed={"E": 1.7})
     assert r.values()["E"] == 1.7
-    assert all(c.law.name.startswith("chinchilla[a=0.5") for c in select.candidates(load_table(df), fixed={"a": 0.5}))
+    assert all(c.law.name.startswith("chinchilla[a=0.5") for c in choice.candidates(load_table(df), fixed={"a": 0.5}))
 
 
 def test_row_rule_lists_the_rows_it_leaves_out(synth):
     df = synth.isoflop(synth.chinchilla(synth.CHIN), ratios=np.geomspace(0.5, 300, 7), seed=3)
     table = load_table(df)
-    cand = next(c for c in select.candidates(table) if c.min_tokens_per_param is not None)
+    cand = next(c for c in choice.candidates(table) if c.min_tokens_per_param is not None)
     fitted = cand.fit_table
     low = (df["D"] / df["N"] < cand.min_tokens_per_param).sum()
     assert len(fitted) == len(table) - low and low > 0
