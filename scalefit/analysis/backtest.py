@@ -2,7 +2,8 @@
 
 Hoffmann et al. 2022 check their law on Chinchilla itself; Besiroglu et al. 2024 and Porian et al. 2024
 argue for held-out checks. A backtest is the honest measure of a forecast: the error and the coverage of
-the one-run intervals on runs the fit never saw.
+the one-run intervals on runs the fit never saw, at 80, 90 and 95% nominal (and the level asked for).
+With law="auto" the choice of law, and the calibration of its intervals, are made on the fitted part only.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import pandas as pd
 from scalefit.fitting.fitter import fit
 from scalefit.fitting.laws import get_law
 from scalefit.fitting.result import FitResult
+from scalefit.fitting.choice import forms
 from scalefit.fitting.table import FitTable
+
+COVERAGE_LEVELS = (0.8, 0.9, 0.95)  # nominal levels every backtest reports the empirical coverage of
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,6 +41,8 @@ class Backtest:
     rows: pd.DataFrame = field(repr=False)  # per held-out row: run, N, D, C, loss, pred, low, high, rel_err
     fit: FitResult = field(repr=False)  # the refit on the training part
     holdout_by: str = "C"  # the split (`SPLITS`): C, N, D, run or curve-tail
+    # (nominal, empirical) coverage of the one-run intervals at COVERAGE_LEVELS and `level`
+    coverages: tuple[tuple[float, float], ...] = ()
 
     def __str__(self) -> str:
         fitted = (f"fit on {self.n_fit_runs} runs with C <= {self.cutoff_C:.3g}" if self.holdout_by == "C" else
@@ -46,7 +52,9 @@ class Backtest:
                  f"up to {self.extrapolation:.3g}x the largest fitted C",
                  f"  |relative error| mean {self.mean_abs_rel_err:.2%}, max {self.max_abs_rel_err:.2%}; "
                  f"signed mean {self.mean_rel_err:+.2%} (> 0: forecast too high)",
-                 f"  {self.coverage:.0%} of held-out runs inside their {100 * self.level:g}% prediction interval"]
+                 f"  {self.coverage:.0%} of held-out runs inside their {100 * self.level:g}% prediction interval"
+                 + (" (calibrated on the fitted part's own leave-future-out errors)" if self.fit.calibration else ""),
+                 "  coverage, nominal -> empirical: " + ", ".join(f"{100 * p:g}% -> {c:.0%}" for p, c in self.coverages)]
         for r in self.rows.head(12).itertuples():
             lines.append(f"  {r.run}: C = {r.C:.3g}, loss {r.loss:.4f}, forecast {r.pred:.4f} "
                          f"[{r.low:.4f}, {r.high:.4f}], error {r.rel_err:+.2%}")
@@ -189,8 +197,15 @@ def backtest(table: FitTable, law="chinchilla", *, holdout: float | int = 0.15, 
     train = table.subset(~held, f"backtest: {rule} ({int(held.sum())} rows)")
     res = fit(train, law, bootstrap_resamples=bootstrap_resamples, seed=seed, ci_level=level, **fit_options)
     test = frame[held]
-    iv = res.predict(level, **{c: test[c].to_numpy(float) for c in res.law.inputs})
+    if res.n_kind != table.n_kind:  # law="auto" chose another N column of the table
+        test = table.with_n(res.n_kind.store_column, res.n_kind).frame[held]
+    inputs = {c: test[c].to_numpy(float) for c in res.law.inputs}
+    iv = res.predict(level, **inputs)
     obs = test["loss"].to_numpy(float)
+    coverages = []
+    for p in sorted(set(COVERAGE_LEVELS) | {float(level)}):
+        band = res.predict(p, **inputs)
+        coverages.append((p, float(np.mean((obs >= band.low) & (obs <= band.high)))))
     rel = (iv.loss - obs) / obs
     rows = pd.DataFrame({"run": test["run"].to_numpy(), "N": test["N"].to_numpy(), "D": test["D"].to_numpy(),
                          "C": test["C"].to_numpy(), "loss": obs, "pred": iv.loss, "low": iv.low,
@@ -201,7 +216,7 @@ def backtest(table: FitTable, law="chinchilla", *, holdout: float | int = 0.15, 
                     extrapolation=float(test["C"].max() / frame.loc[~held, "C"].max()),
                     mean_abs_rel_err=float(np.mean(np.abs(rel))), max_abs_rel_err=float(np.max(np.abs(rel))),
                     mean_rel_err=float(np.mean(rel)), coverage=float(np.mean(inside)), level=level,
-                    rows=rows, fit=res, holdout_by=holdout_by)
+                    rows=rows, fit=res, holdout_by=holdout_by, coverages=tuple(coverages))
 
 
 MIN_BACKTEST_SPAN = 4.0  # least C_max / C_min of the runs left to fit: two doublings of compute
@@ -219,7 +234,7 @@ def can_backtest(table: FitTable, law, holdout, holdout_by: str = "C") -> str:
         held, _, _ = split(frame, holdout_by, holdout)
     except ValueError as e:
         return str(e)
-    k = get_law(law).n_free
+    k = min_free_parameters(table, law)
     train = frame[~held]
     if holdout_by == "curve-tail":
         if len(train) < 2 * k or train["run"].nunique() < 2:
@@ -233,3 +248,10 @@ def can_backtest(table: FitTable, law, holdout, holdout_by: str = "C") -> str:
         return (f"the runs left to fit span only a factor {span:.3g} of compute "
                 f"(need {MIN_BACKTEST_SPAN:g})")
     return ""
+
+
+def min_free_parameters(table: FitTable, law) -> int:
+    """The parameters a backtest's refit needs runs for: the law's, or for "auto" the smallest candidate's."""
+    if isinstance(law, str) and law.strip() == "auto":
+        return min(f.n_free for f in forms(table))
+    return get_law(law).n_free

@@ -6,7 +6,10 @@ imported inside the functions so `scalefit --help` stays fast.
 
 from __future__ import annotations
 
+import sys
+
 from scalefit.cli.common import add_table_options, compile_cache, key_values, print_warnings, read_table
+from scalefit.cli.fitting import EXIT_DEGENERATE
 from scalefit.conventions import CKind, NKind
 
 
@@ -61,9 +64,13 @@ def _quickstart(args) -> int:
         print(f"N_opt ~ C^{rep.a:.3f}, D_opt ~ C^{rep.b:.3f} (Approach 3, C {c_kind})")
     for d in rep.disagreements:
         print(f"approaches disagree: {d}")
+    if rep.selection:
+        print(f"law chosen by cross-validation on the runs: {rep.selection}")
     if rep.backtest_mean_abs_rel_err is not None:
         print(f"backtest, largest budget held out ({rep.backtest_extrapolation:.3g}x the largest fitted C): "
-              f"mean |rel err| {rep.backtest_mean_abs_rel_err:.2%}, max {rep.backtest_max_abs_rel_err:.2%}")
+              f"mean |rel err| {rep.backtest_mean_abs_rel_err:.2%}, max {rep.backtest_max_abs_rel_err:.2%}; "
+              "coverage, nominal -> empirical: "
+              + ", ".join(f"{100 * p:g}% -> {c:.0%}" for p, c in rep.backtest_coverage))
     else:
         print(f"no backtest: {rep.backtest_skipped}")
     for C, loss, lo, hi in rep.forecasts:
@@ -309,8 +316,11 @@ def add_report(sub) -> None:
     p.add_argument("table", help="run-store folder, CSV/Parquet/JSONL file or reference dataset name")
     p.add_argument("--out", required=True, help="folder for report.md, report.html, figures, fit.json "
                                                 "(with --by: a folder per group and index.md)")
-    p.add_argument("--law", default="chinchilla",
-                   help="law to fit (`scalefit laws` lists them); NAME[KEY=VALUE] holds a parameter fixed")
+    p.add_argument("--law", default="auto",
+                   help="law to fit (`scalefit laws` lists them); NAME[KEY=VALUE] holds a parameter fixed; "
+                        "auto (default): chosen by leave-future-out cross-validation on the runs")
+    p.add_argument("--keep-degenerate", action="store_true",
+                   help="exit 0 even when the fit is degenerate or unidentifiable (exit 3)")
     p.add_argument("--bootstrap", type=int, default=200, metavar="B", help="bootstrap resamples of runs")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--ci", type=float, default=0.95, help="interval level")
@@ -335,9 +345,10 @@ def _report(args) -> int:
     holdout = int(args.holdout) if args.holdout >= 1 else args.holdout
     curves = store_curves(args.table, table) if is_store(args.table) else None
     if not table.by:
-        _one_report(args, table, Path(args.out), holdout, curves)
-        return 0
+        s = _one_report(args, table, Path(args.out), holdout, curves)
+        return EXIT_DEGENERATE if _degenerate(s) and not args.keep_degenerate else 0
     out = Path(args.out)
+    degenerate = 0
     lines = [f"# {args.law} by {', '.join(table.by)}: {table.source}", "",
              "| group | runs | a | b | backtest mean abs error | report |", "|---|---|---|---|---|---|"]
     for key, sub in split_by(table).items():
@@ -350,13 +361,18 @@ def _report(args) -> int:
             print(f"  not reported: {e}")
             lines.append(f"| {name} | {len(sub)} | | | | not fitted: {e} |")
             continue
+        degenerate += _degenerate(s)
         f = lambda x, spec: "" if x is None else format(x, spec)  # noqa: E731
         lines.append(f"| {name} | {s.n_runs} | {f(s.a, '.3f')} | {f(s.b, '.3f')} | "
                      f"{f(s.backtest_mean_abs_rel_err, '.2%')} | [{folder.name}]({folder.name}/report.md) |")
     from scalefit.atomic import write_text
 
     print(f"wrote {write_text(out / 'index.md', chr(10).join(lines) + chr(10))}")
-    return 0
+    return EXIT_DEGENERATE if degenerate and not args.keep_degenerate else 0
+
+
+def _degenerate(s) -> bool:
+    return s.status in ("degenerate", "unidentifiable")
 
 
 def _one_report(args, table, out, holdout, curves):
@@ -364,13 +380,18 @@ def _one_report(args, table, out, holdout, curves):
 
     s = build_report(table, out, law=args.law, bootstrap=args.bootstrap, seed=args.seed,
                      holdout=holdout, level=args.ci, curves=curves)
-    print(f"{s.law} on {s.n_runs} runs" + ("" if s.a is None else f": a = {s.a:.3f}, b = {s.b:.3f}"))
+    print(f"{s.law} on {s.n_runs} runs" + ("" if s.a is None else f": a = {s.a:.3f}, b = {s.b:.3f}")
+          + (f" (chosen by cross-validation: {s.selection})" if s.selection else ""))
     if s.backtest_mean_abs_rel_err is not None:
         print(f"backtest |relative error|: mean {s.backtest_mean_abs_rel_err:.2%}, "
-              f"max {s.backtest_max_abs_rel_err:.2%}")
+              f"max {s.backtest_max_abs_rel_err:.2%}; coverage, nominal -> empirical: "
+              + ", ".join(f"{100 * p:g}% -> {c:.0%}" for p, c in s.backtest_coverage))
     for C, loss, lo, hi in s.forecasts:
         print(f"forecast at C = {C:.3g}: loss {loss:.4f} [{lo:.4f}, {hi:.4f}]")
     for d in s.disagreements:
         print(f"DISAGREE: {d}")
     print(f"wrote {s.markdown}, {s.html} and {len(s.figures)} figures")
+    if s.status in ("degenerate", "unidentifiable"):
+        print(f"scalefit: the fit is {s.status} (see the report"
+              + ("" if args.keep_degenerate else "; --keep-degenerate exits 0") + ")", file=sys.stderr)
     return s

@@ -6,7 +6,13 @@ imported inside the functions so `scalefit --help` stays fast.
 
 from __future__ import annotations
 
-from scalefit.cli.common import add_column_options, add_table_options, compile_cache, key_values, print_warnings, read_table
+import sys
+
+from scalefit.cli.common import (add_column_options, add_table_options, compile_cache, key_values, print_warnings,
+                                 read_table)
+from scalefit.conventions import NKind
+
+EXIT_DEGENERATE = 3  # exit status of a fit that is degenerate or unidentifiable (2: bad input)
 
 
 def add_fit(sub) -> None:
@@ -15,9 +21,21 @@ def add_fit(sub) -> None:
                                    "too), a reference dataset name (scalefit datasets list) or a run-store folder.")
     p.add_argument("table", help="CSV, Parquet or JSONL file, reference dataset name, or run-store folder")
     p.add_argument("--law", default="chinchilla",
-                   help="law to fit (`scalefit laws` lists them); NAME[KEY=VALUE] holds a parameter fixed")
+                   help="law to fit (`scalefit laws` lists them); NAME[KEY=VALUE] holds a parameter fixed; "
+                        "auto: choose by leave-future-out cross-validation on these runs, intervals calibrated")
     p.add_argument("--fix", action="append", default=[], metavar="KEY=VALUE",
-                   help="hold a parameter of the law at VALUE (repeatable), e.g. --fix E=1.6")
+                   help="hold a parameter of the law at VALUE (repeatable), e.g. --fix E=1.6, or a derived "
+                        "quantity: --fix a=0.5 (N_opt ~ C^0.5: Chinchilla with beta = alpha)")
+    p.add_argument("--also-n", action="append", default=[], metavar="KIND=COLUMN",
+                   help="--law auto: also try N read from COLUMN, counting KIND parameters (repeatable), "
+                        "e.g. non-embedding=N_non_embedding")
+    p.add_argument("--calibrate", action="store_true",
+                   help="widen the intervals of the law by its own leave-future-out errors (auto always does)")
+    p.add_argument("--objective", choices=["huber", "likelihood"], default="huber",
+                   help="huber: Huber on log residuals (Hoffmann et al. 2022); likelihood: Huber likelihood "
+                        "with a fitted scale (Besiroglu et al. 2024; --delta then in units of the scale)")
+    p.add_argument("--keep-degenerate", action="store_true",
+                   help="exit 0 and write --out even when the fit is degenerate or unidentifiable (exit 3)")
     p.add_argument("--bootstrap", type=int, default=0, metavar="B",
                    help="bootstrap resamples of whole runs for SEs and CIs (e.g. 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
@@ -61,7 +79,7 @@ def backtest_table(args, table):
     return read_table(args, checkpoints="all")
 
 
-def run_backtest(args, table, law, objective, quiet: bool = False):
+def run_backtest(args, table, law, objective, quiet: bool = False, choice: dict | None = None):
     """The backtest the options ask for, or None with the reason printed (unless `quiet`)."""
     from scalefit.analysis.backtest import backtest, can_backtest
 
@@ -76,7 +94,7 @@ def run_backtest(args, table, law, objective, quiet: bool = False):
     # Fewer resamples than the main fit: the backtest's intervals only need to be indicative.
     return backtest(table, law, holdout=holdout, cutoff_C=args.cutoff, holdout_by=args.holdout_by,
                     bootstrap_resamples=min(args.bootstrap, 100), seed=args.seed, level=args.ci,
-                    objective=objective)
+                    objective=objective, **(choice or {}))
 
 
 def _fit(args) -> int:
@@ -86,13 +104,21 @@ def _fit(args) -> int:
     from scalefit.fitting.solver import Objective
     from scalefit.fitting.sources import is_store, store_curves
 
-    table = read_table(args)
+    auto = args.law.strip() == "auto"
+    n_columns = {NKind.parse(k, "--also-n"): v for k, v in key_values(args.also_n, float_values=False)}
+    keep = list(n_columns.values())
+    if auto and not n_columns and is_store(args.table):  # a run store counts N three ways: try each
+        keep = [k.store_column for k in NKind]
+    table = read_table(args, **({"keep": keep} if keep else {}))
     print_warnings(table)
-    law = get_law(args.law).with_fixed(**dict(key_values(args.fix)))
-    objective = Objective(args.delta, args.over_penalty)
-    options = dict(objective=objective, bootstrap_resamples=args.bootstrap, seed=args.seed, ci_level=args.ci)
+    fixed = dict(key_values(args.fix))
+    law = "auto" if auto else get_law(args.law).with_fixed(**fixed)
+    objective = Objective(args.delta, args.over_penalty, scale=args.objective == "likelihood")
+    choice = {"fixed": fixed, "n_columns": n_columns or None} if auto else {"calibrate": args.calibrate}
+    options = dict(objective=objective, bootstrap_resamples=args.bootstrap, seed=args.seed, ci_level=args.ci,
+                   **choice)
     if table.by:
-        return _fit_groups(args, table, law, objective, options)
+        return _fit_groups(args, table, law, objective, options, choice)
     result = fit(table, law, progress=args.bootstrap >= 200, **options)
     if args.compute:
         from dataclasses import replace
@@ -114,15 +140,19 @@ def _fit(args) -> int:
         curves = curves if is_curve_table(curves.frame) else None
         print(compare_approaches(table, result, curves=curves, level=args.ci))
         _print_kaplan_frontier(table, result)
-    bt = run_backtest(args, backtest_table(args, table), law, objective)
+    bt = run_backtest(args, backtest_table(args, table), law, objective, choice=choice)
     if bt is not None and not isinstance(bt, str):
         print(bt)
+    if not result.status.ok and not args.keep_degenerate:
+        print(f"scalefit: the fit is {result.status}: {result.reasons[0] if result.reasons else ''}"
+              + ("; not writing --out" if args.out else "") + " (--keep-degenerate keeps it)", file=sys.stderr)
+        return EXIT_DEGENERATE
     if args.out:
         print(f"wrote {result.save(args.out)}")
     return 0
 
 
-def _fit_groups(args, table, law, objective, options) -> int:
+def _fit_groups(args, table, law, objective, options, choice) -> int:
     """One fit per group: the summary table, each group's warnings and backtest, all fits in one file."""
     from scalefit.fitting.groups import GroupFits, key_text, split_by
     from scalefit.fitting.fitter import fit
@@ -136,14 +166,14 @@ def _fit_groups(args, table, law, objective, options) -> int:
         except ValueError as e:
             failed[key] = str(e)
             continue
-        bt = run_backtest(args, curve_groups.get(key, sub), law, objective, quiet=True)
+        bt = run_backtest(args, curve_groups.get(key, sub), law, objective, quiet=True, choice=choice)
         if bt is not None:
             errors[key] = bt
     gf = GroupFits(by=table.by, fits=fits, failed=failed, source=table.source)
     summary = gf.summary()
     if errors:
         summary["backtest"] = [_backtest_cell(errors.get(k)) for k in gf.keys()]
-    print(f"{law.name} by {', '.join(table.by)}: {len(fits)} groups fitted, {len(failed)} not "
+    print(f"{getattr(law, 'name', law)} by {', '.join(table.by)}: {len(fits)} groups fitted, {len(failed)} not "
           f"({len(table)} rows, {len(table.excluded)} excluded; N {table.n_kind}, C {table.c_kind})")
     with pd_options():
         print(summary.to_string(index=False, float_format=lambda x: f"{x:.5g}"))

@@ -97,6 +97,23 @@ class FitTable:
                         n_kind=self.n_kind, c_kind=self.c_kind, fingerprint=_fingerprint(frame, _extra(frame)),
                         warnings=self.warnings, by=self.by, excluded_groups=self.excluded_groups)
 
+    def with_n(self, column: str, n_kind, note: str = "") -> FitTable:
+        """The same rows with N read from `column` (a kept column of `frame`, counting `n_kind` parameters):
+        e.g. non-embedding instead of total N. C and D stay as they are."""
+        n_kind = NKind.parse(n_kind)
+        if column not in self.frame:
+            raise ValueError(f"{self.source}: no column {column!r} to read N from (kept columns: "
+                             f"{[c for c in self.frame.columns if c not in ('N', 'D', 'C', 'loss', 'run', 'weight', 'row')]})")
+        n = pd.to_numeric(self.frame[column], errors="coerce").to_numpy(float)
+        if not np.all(np.isfinite(n) & (n > 0)):
+            raise ValueError(f"{self.source}: column {column!r} has values that are not finite numbers > 0")
+        frame = self.frame.assign(N=n)
+        extra = [c for c in frame.columns if c not in ("N", "D", "C", "loss", "run", "weight", "row")]
+        return FitTable(frame=frame, excluded=self.excluded,
+                        notes=(*self.notes, note or f"N ({n_kind}) from column {column!r}"), source=self.source,
+                        n_kind=n_kind, c_kind=self.c_kind, fingerprint=_fingerprint(frame, extra),
+                        warnings=self.warnings, by=self.by, excluded_groups=self.excluded_groups)
+
     def with_context(self, *, excluded=None, notes=(), source: str | None = None, warnings=()) -> FitTable:
         """The same rows with exclusions replaced (when given: the same rows' reasons rewritten keep their
         groups), notes and warnings added, the source renamed."""

@@ -24,6 +24,8 @@ def blocks(title, table, result, comparison, bt, why_not, fcs, figs, out):
                f"{table.source}; N counts {table.n_kind} parameters, C is {table.c_kind}, loss in nats/token. "
                f"Law {result.formula} ({result.law.name}), Huber loss on log residuals, "
                f"{result.bootstrap.n_resamples} run-level bootstrap resamples, {pct} intervals.")]
+    if result.reasons:
+        b.append(("ul", [f"{str(result.status).upper()}: {w}" for w in result.reasons]))
     if result.warnings:
         b.append(("ul", [f"WARNING: {w}" for w in result.warnings]))
     if table.excluded:
@@ -39,6 +41,7 @@ def blocks(title, table, result, comparison, bt, why_not, fcs, figs, out):
     b += [("h2", "Fit"), ("table", ["parameter", "value", "SE", f"{pct} CI"], rows),
           ("p", f"Residual scale (RMS log residual) {result.solver.residual_scale:.4g}; "
                 f"status {result.status}; share of starts at the best objective {result.solver.share_at_best:.1%}.")]
+    b += selection_blocks(result)
     if comparison is not None:
         rows = [[e.approach, f"{e.a:.3f}", "" if e.a_ci is None else f"[{e.a_ci[0]:.3f}, {e.a_ci[1]:.3f}]",
                  f"{e.b:.3f}", "" if e.b_ci is None else f"[{e.b_ci[0]:.3f}, {e.b_ci[1]:.3f}]", e.note]
@@ -58,6 +61,11 @@ def blocks(title, table, result, comparison, bt, why_not, fcs, figs, out):
                     f"loss: mean |err| {bt.mean_abs_rel_err:.2%}, max |err| {bt.max_abs_rel_err:.2%}, signed mean "
                     f"{bt.mean_rel_err:+.2%} (positive: forecast too high). {bt.coverage:.0%} of held-out runs fall "
                     f"inside their {100 * bt.level:g}% prediction interval. Rows: backtest.csv.")]
+        how = ("calibrated on the fitted part's own leave-future-out errors" if bt.fit.calibration is not None
+               else "bootstrap + scatter of single runs, not calibrated")
+        b += [("table", ["nominal coverage", "empirical coverage"],
+               [[f"{100 * p:g}%", f"{c:.0%}"] for p, c in bt.coverages]),
+              ("p", f"Coverage of the one-run intervals ({how}) on the {len(bt.rows)} held-out rows.")]
     rows = []
     for f in fcs:
         where = ", ".join(f"{k} = {v:.3g}" for k, v in f.at.items())
@@ -67,8 +75,11 @@ def blocks(title, table, result, comparison, bt, why_not, fcs, figs, out):
         b += [("h2", "Forecasts at 10x and 100x the largest budget"),
               ("table", ["C (FLOPs)", "at", "loss", f"{pct} law interval", f"{pct} one-run interval"], rows),
               ("p", "The law interval is the bootstrap spread of the fitted law; the one-run interval adds the "
-                    "scatter of single runs about it (docs/forecasting.md). Both assume the law's form holds "
-                    "that far out, which no interval can check.")]
+                    "scatter of single runs about it (docs/forecasting.md). "
+                    + ("The one-run interval also widens with the distance beyond the fitted runs as the law's "
+                       "own leave-future-out forecasts erred; it assumes that error keeps growing as it did."
+                       if result.calibration is not None else
+                       "Both assume the law's form holds that far out, which no interval can check."))]
         b += [("p", note) for note in [compute_note(result, fcs)] if note]
     else:
         b += [("h2", "Forecasts"),
@@ -77,6 +88,24 @@ def blocks(title, table, result, comparison, bt, why_not, fcs, figs, out):
     b.append(("h2", "Figures"))
     b += [("img", p.relative_to(out).as_posix(), cap) for p, cap in figs]
     return b
+
+
+def selection_blocks(result) -> list:
+    """The ranking behind law="auto" and the calibration of the intervals, when the fit has them."""
+    out = []
+    sel = result.selection
+    if sel is not None:
+        rows = [[str(i), r.candidate, "" if r.cv_mean == float("inf") else f"{r.cv_mean:.2%}",
+                 "" if r.cv_max == float("inf") else f"{r.cv_max:.2%}",
+                 "" if r.coverage90 is None else f"{r.coverage90:.0%}", str(r.n_free), r.note]
+                for i, r in enumerate(sel.rows, 1)]
+        out += [("h2", "Law chosen by forecasting the runs' own future"),
+                ("p", f"{sel.folds[0].upper()}{sel.folds[1:]}. Chosen: {sel.rule}."),
+                ("table", ["rank", "candidate", "CV mean |err|", "CV max |err|", "CV coverage 90%", "parameters",
+                           "note"], rows)]
+    if result.calibration is not None:
+        out.append(("p", f"Intervals {result.calibration.describe()} (docs/forecasting.md)."))
+    return out
 
 
 def to_markdown(blocks) -> str:

@@ -77,6 +77,9 @@ def test_predict_and_allocate_have_intervals(chinchilla_fit):
 
 TRUE = {
     "chinchilla": {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28},
+    "chinchilla_tied": {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.31, "beta": 0.31},
+    "farseer": {"a1": 0.2, "b1": -1.7, "alpha": 0.05, "a2": 2.0, "b2": 6.1, "beta": -0.05, "a3": 40.6,
+                "b3": 0.53, "gamma": -0.3},
     "kaplan_nd": {"alpha_N": 0.076, "alpha_D": 0.103, "N_c": 6.4e13, "D_c": 1.8e13},
     "kaplan_n": {"alpha_N": 0.076, "N_c": 8.8e13},
     "kaplan_d": {"alpha_D": 0.095, "D_c": 5.4e13},
