@@ -187,6 +187,9 @@ def read_source(source, n_kind: str) -> tuple[pd.DataFrame, str, list[str], str]
 
 
 def _read_file(p: Path) -> pd.DataFrame:
+    if p.is_dir():
+        raise ValueError(f"{p} is a folder without runs; expected a table file (.csv, .parquet, .jsonl) or a "
+                         "run-store folder (scalefit sweep run --out)")
     if not p.is_file():
         hint = "" if p.suffix else f" (and not a dataset name; known datasets: {', '.join(datasets.names())})"
         raise FileNotFoundError(f"cannot read {p}: no such file{hint}")
@@ -197,8 +200,26 @@ def _read_file(p: Path) -> pd.DataFrame:
             return pd.read_csv(p)
         except Exception as e:  # parser errors come in many types; the path is what the user needs
             raise ValueError(f"cannot read {p} as compressed csv: {type(e).__name__}: {e}") from e
+    _sniff(p)
     # The run store's reader of outside logs: CSV, JSONL (.jsonl, .ndjson), Parquet, with the file named.
     return read_outside(p)
+
+
+# Leading bytes of files that are not what a text suffix says -> what the user should do.
+_MAGIC = {b"PAR1": "it is a Parquet file: name it .parquet", b"PK\x03\x04": "it is a zip or Excel file: export "
+          "the sheet as CSV (UTF-8)", b"\xff\xfe": "it is UTF-16 text: save it as UTF-8",
+          b"\xfe\xff": "it is UTF-16 text: save it as UTF-8"}
+
+
+def _sniff(p: Path) -> None:
+    """ValueError for a text-suffixed file whose first bytes say it is something else."""
+    if p.suffix.lower() in (".parquet", ".pq"):
+        return
+    with open(p, "rb") as f:
+        head = f.read(4)
+    for magic, what in _MAGIC.items():
+        if head.startswith(magic):
+            raise ValueError(f"cannot read {p} as {p.suffix.lstrip('.') or 'a table'}: {what}")
 
 
 def _need_pyarrow(p: Path) -> None:
