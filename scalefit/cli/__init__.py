@@ -103,8 +103,9 @@ def _quiet_stdout() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = None
     try:
+        args = build_parser().parse_args(argv)
         return (_run_stoppable if args.cmd in _STOP_AT_ONCE else _run)(args)
     except KeyboardInterrupt:
         try:
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             _quiet_stdout()
         print("scalefit: interrupted", file=sys.stderr)
         sys.stderr.flush()
-        if args.cmd in _STOP_AT_ONCE:  # the worker may still be inside a compiled call: do not wait for it
+        if args is not None and args.cmd in _STOP_AT_ONCE:  # the worker may be inside a compiled call: don't wait
             os._exit(EXIT_INTERRUPT)
         return EXIT_INTERRUPT
     except BrokenPipeError:

@@ -124,6 +124,21 @@ def read_table(args, source=None, **overrides):
     return read_runs(args.table if source is None else source, **table_options(args, **overrides))
 
 
+def check_writable(path) -> None:
+    """OSError naming `path` when a file cannot be written there (checked before the work, not after)."""
+    import errno
+    from pathlib import Path
+
+    folder = Path(path).resolve().parent
+    probe = folder
+    while not probe.exists():  # the atomic writer makes missing folders: check the first that exists
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(probe))
+    if not os.access(probe, os.W_OK):
+        raise PermissionError(errno.EACCES, "the folder is not writable (read-only or not yours)", str(path))
+
+
 def print_warnings(table) -> None:
     """What reading the table found that the user must know, on stderr (it also goes into the fit)."""
     for w in table.warnings:

@@ -257,7 +257,7 @@ def add_calc(sub) -> None:
     p.add_argument("--n-head", type=int, help="query heads (with --d-model)")
     p.add_argument("--n-kv-head", type=int, help="key/value heads: = n-head MHA, fewer GQA, 1 MQA (default MHA)")
     p.add_argument("--d-ff", type=int, help="MLP width per expert (default the recipe's 8d/3, over top-k for MoE)")
-    p.add_argument("--vocab-size", type=int, default=50257)
+    p.add_argument("--vocab-size", type=int, default=50257, help="vocabulary size of the embedding and output layers")
     p.add_argument("--tie-embeddings", action="store_true", help="output layer shares the input embedding")
     p.add_argument("--experts", type=int, default=1, help="experts per MLP layer (1 = dense)")
     p.add_argument("--top-k", type=int, default=1, help="experts each token is routed to")

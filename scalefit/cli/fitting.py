@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from scalefit.cli.common import (add_column_options, add_table_options, compile_cache, key_values, level, positive_int,
-                                 print_warnings,
-                                 read_table)
+from scalefit.cli.common import (add_column_options, add_table_options, check_writable, compile_cache, key_values,
+                                 level, positive_int, print_warnings, read_table)
 from scalefit.conventions import NKind
 
 EXIT_DEGENERATE = 3  # exit status of a fit that is degenerate or unidentifiable (2: bad input)
@@ -105,6 +104,8 @@ def _fit(args) -> int:
     from scalefit.fitting.solver import Objective
     from scalefit.fitting.sources import is_store, store_curves
 
+    if args.out:
+        check_writable(args.out)
     auto = args.law.strip() == "auto"
     n_columns = {NKind.parse(k, "--also-n"): v for k, v in key_values(args.also_n, float_values=False)}
     keep = list(n_columns.values())
