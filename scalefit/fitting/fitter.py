@@ -127,8 +127,12 @@ def _fit_law(table: FitTable, law: Law, *, objective: Objective = Objective(), b
         derived = {k: Estimate.of(float(v), None if sd is None else sd[k], ci_level) for k, v in pd_.items()}
     compute = fit_compute_model(frame["N"], frame["D"], frame["C"])
     if compute.rms_log > COMPUTE_RMS_WARN:
+        off = np.abs(np.log(frame["C"].to_numpy(float) / compute.flops(frame["N"].to_numpy(float),
+                                                                      frame["D"].to_numpy(float))))  # [n]
+        worst = np.argsort(-off, kind="stable")[:3]
+        rows = ", ".join(f"row {frame['row'].iloc[i]} (C / model = {np.exp(off[i]):.3g}x off)" for i in worst)
         warnings.append(f"the rows' C is {compute.describe()} only to {compute.rms_log:.1%} (RMS): budgets "
-                        f"given to allocations and forecasts are converted with that error")
+                        f"given to allocations and forecasts are converted with that error; furthest: {rows}")
     r = law.log_loss_many(ms.best, logx)[0] - logy  # [n]
     residual_scale = float(np.sqrt(np.mean(r ** 2)))
     degenerate, unidentifiable = diagnose(law, frame, ms.best, point, logx, w, residual_scale)

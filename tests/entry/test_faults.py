@@ -233,3 +233,18 @@ def test_exit_codes_are_documented_in_help(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "exit status:" in out and "130  interrupted" in out and "a bug in scalefit" in out
+
+
+def test_c_inconsistent_with_the_other_rows_names_the_row(audit, capsys):  # F30
+    base = pd.read_csv(audit / "base.csv")
+    base["C"] = 6 * base.N * base.D
+    base.loc[2, "C"] *= 3
+    base.to_csv(audit / "Cinconsistent.csv", index=False)
+    rc, out, _ = _run(capsys, "fit", audit / "Cinconsistent.csv", "--holdout", "0")
+    warning = next(x for x in out.splitlines() if "rows' C is" in x)
+    assert rc == 0 and "furthest: row 2 (C / model = 2.48x off)" in warning
+
+
+def test_a_negative_budget_is_a_value_not_an_option(fit_json, audit, capsys):  # J14
+    rc, _, err = _run(capsys, "plan", audit / "fit.json", "--compute", "-1e22")
+    assert rc == 2 and "C must be finite numbers > 0, got [-1e+22]" in _one_line(err)
