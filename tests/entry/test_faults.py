@@ -248,3 +248,10 @@ def test_c_inconsistent_with_the_other_rows_names_the_row(audit, capsys):  # F30
 def test_a_negative_budget_is_a_value_not_an_option(fit_json, audit, capsys):  # J14
     rc, _, err = _run(capsys, "plan", audit / "fit.json", "--compute", "-1e22")
     assert rc == 2 and "C must be finite numbers > 0, got [-1e+22]" in _one_line(err)
+
+
+@pytest.mark.parametrize("cmd", ["isoflop", "fit"])
+def test_an_empty_folder_is_one_line(audit, capsys, cmd):  # F34
+    rc, _, err = _run(capsys, cmd, audit / "folder")
+    line = _one_line(err)
+    assert rc == 2 and str(audit / "folder") in line and "no runs found" in line
