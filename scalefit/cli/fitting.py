@@ -254,7 +254,7 @@ def add_datasets(sub) -> None:
     dsub.add_parser("list", help="list the reference datasets").set_defaults(func=_datasets_list)
     show = dsub.add_parser("show", help="provenance and first rows of one dataset")
     show.add_argument("name")
-    show.add_argument("--rows", type=int, default=5, help="rows to print")
+    show.add_argument("--rows", type=positive_int, default=5, help="rows to print")
     show.set_defaults(func=_datasets_show)
 
 

@@ -255,3 +255,9 @@ def test_an_empty_folder_is_one_line(audit, capsys, cmd):  # F34
     rc, _, err = _run(capsys, cmd, audit / "folder")
     line = _one_line(err)
     assert rc == 2 and str(audit / "folder") in line and "no runs found" in line
+
+
+def test_a_negative_row_count_is_refused(capsys):  # C4 (datasets show --rows -3 printed all but 3 rows)
+    with pytest.raises(SystemExit) as e:
+        main(["datasets", "show", "chinchilla", "--rows", "-3"])
+    assert e.value.code == 2 and "argument --rows: expected a whole number >= 0, got -3" in capsys.readouterr().err
