@@ -1,11 +1,57 @@
-"""What several subcommand groups share: KEY=VALUE arguments, the table options, the compile cache."""
+"""What several subcommand groups share: exit codes, help with defaults, KEY=VALUE arguments, the table
+options, the compile cache."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
 from scalefit.conventions import CKind, NKind
+
+EXIT_OK = 0  # success
+EXIT_BUG = 1  # an uncaught exception: a bug in scalefit (Python's own status for a traceback)
+EXIT_BAD_INPUT = 2  # bad input or an ordinary fault (argparse uses 2 for a bad command line too)
+EXIT_INTERRUPT = 130  # SIGINT (128 + 2, the shell's convention)
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that states every option's default: "(default: X)" is appended to each option's help unless
+    the help already says what the default is. Flags (no value) are off unless given."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (not action.option_strings or action.default is argparse.SUPPRESS or action.nargs == 0
+                or "default" in text.lower() or "%(default)" in text):
+            return text
+        default = action.default
+        shown = ("none" if default is None or default == [] else
+                 getattr(default, "value", default))
+        shown = str(shown).replace("%", "%%")  # the help is %-formatted by argparse
+        return f"{text} (default: {shown})" if text else f"(default: {shown})"
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 0 (a count such as --bootstrap)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {v}")
+    return v
+
+
+def level(text: str) -> float:
+    """argparse type: an interval level strictly between 0 and 1 (e.g. 0.95)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a level between 0 and 1 such as 0.95, got {text!r}") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"expected a level between 0 and 1 such as 0.95, got {v:g}")
+    return v
+
 
 CHECKPOINTS_HELP = ("for a curve table (rows sharing a run id, differing in D): final (default: each run's last "
                     "point), all, or after=FRACTION (the checkpoints past that share of each run's tokens); "
@@ -33,6 +79,9 @@ def add_column_options(p, *, weight: bool = True) -> None:
     g.add_argument("--n-kind", default=None, choices=list(NKind), type=NKind.parse,
                    help="which parameters N counts (default: total; a column named for that kind, e.g. "
                         "N_non_embedding, is then preferred to a generic N)")
+    g.add_argument("--loss-unit", default="nats", choices=["nats", "bits"],
+                   help="unit of the loss column: nats per token (natural log), or bits per token, converted "
+                        "to nats (x ln 2) on reading; every loss scalefit prints is in nats per token")
 
 
 def add_table_options(p, *, by: bool = True) -> None:
@@ -60,7 +109,8 @@ def table_options(args, **overrides) -> dict:
 
     opts = {"n_col": parse_n_cols(args.n_col), "d_col": args.d_col, "c_col": args.c_col,
             "loss_col": args.loss_col, "run_col": args.run_col, "weight_col": getattr(args, "weight_col", None),
-            "n_kind": args.n_kind or NKind.TOTAL, "c_kind": getattr(args, "c_kind", None),
+            "n_kind": args.n_kind or NKind.TOTAL, "loss_unit": getattr(args, "loss_unit", "nats"),
+            "c_kind": getattr(args, "c_kind", None),
             "where": getattr(args, "where", None), "by": getattr(args, "by", None) or (),
             "best_of": getattr(args, "best_of", None), "best_per": getattr(args, "best_per", "N,D"),
             "checkpoints": getattr(args, "checkpoints", "final")}
@@ -72,6 +122,21 @@ def read_table(args, source=None, **overrides):
     from scalefit.fitting.sources import read_runs
 
     return read_runs(args.table if source is None else source, **table_options(args, **overrides))
+
+
+def check_writable(path) -> None:
+    """OSError naming `path` when a file cannot be written there (checked before the work, not after)."""
+    import errno
+    from pathlib import Path
+
+    folder = Path(path).resolve().parent
+    probe = folder
+    while not probe.exists():  # the atomic writer makes missing folders: check the first that exists
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(probe))
+    if not os.access(probe, os.W_OK):
+        raise PermissionError(errno.EACCES, "the folder is not writable (read-only or not yours)", str(path))
 
 
 def print_warnings(table) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from scalefit.cli.common import add_table_options, compile_cache, key_values, print_warnings, read_table
+from scalefit.cli.common import (add_table_options, compile_cache, key_values, level, positive_int, print_warnings,
+                                 read_table)
 from scalefit.cli.fitting import EXIT_DEGENERATE
 from scalefit.conventions import CKind, NKind
 
@@ -21,7 +22,7 @@ def add_quickstart(sub) -> None:
     p.add_argument("--sweep", default=None, help="sweep file or shipped sweep name (default: quickstart)")
     p.add_argument("--runs", default=None, help="run store folder (default: runs/<sweep name>)")
     p.add_argument("--out", default="report/quickstart", help="report folder")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the fit")
+    p.add_argument("--bootstrap", type=positive_int, default=200, help="bootstrap resamples of the fit")
     p.set_defaults(func=_quickstart)
 
 
@@ -208,7 +209,7 @@ def add_forecast(sub) -> None:
     p.add_argument("--U", type=float, help="unique tokens (laws that read U, e.g. data_constrained)")
     p.add_argument("--E", type=float, help="experts (MoE laws, e.g. joint_moe; 1 = dense)")
     p.add_argument("--G", type=float, help="granularity (fine_grained_moe)")
-    p.add_argument("--level", type=float, default=None, help="interval level (default: the fit's)")
+    p.add_argument("--level", type=level, default=None, help="interval level (default: the fit's)")
     p.add_argument("--group", action="append", default=[], metavar="COL=VALUE",
                    help="with a file of fits by group: only the groups with this value (repeatable)")
     p.set_defaults(func=_forecast)
@@ -256,7 +257,7 @@ def add_calc(sub) -> None:
     p.add_argument("--n-head", type=int, help="query heads (with --d-model)")
     p.add_argument("--n-kv-head", type=int, help="key/value heads: = n-head MHA, fewer GQA, 1 MQA (default MHA)")
     p.add_argument("--d-ff", type=int, help="MLP width per expert (default the recipe's 8d/3, over top-k for MoE)")
-    p.add_argument("--vocab-size", type=int, default=50257)
+    p.add_argument("--vocab-size", type=int, default=50257, help="vocabulary size of the embedding and output layers")
     p.add_argument("--tie-embeddings", action="store_true", help="output layer shares the input embedding")
     p.add_argument("--experts", type=int, default=1, help="experts per MLP layer (1 = dense)")
     p.add_argument("--top-k", type=int, default=1, help="experts each token is routed to")
@@ -321,9 +322,9 @@ def add_report(sub) -> None:
                         "auto (default): chosen by leave-future-out cross-validation on the runs")
     p.add_argument("--keep-degenerate", action="store_true",
                    help="exit 0 even when the fit is degenerate or unidentifiable (exit 3)")
-    p.add_argument("--bootstrap", type=int, default=200, metavar="B", help="bootstrap resamples of runs")
+    p.add_argument("--bootstrap", type=positive_int, default=200, metavar="B", help="bootstrap resamples of runs")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--ci", type=float, default=0.95, help="interval level")
+    p.add_argument("--ci", type=level, default=0.95, help="interval level")
     add_table_options(p)
     add_backtest_options(p)
     p.set_defaults(func=_report)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from scalefit.cli.common import (add_column_options, add_table_options, compile_cache, key_values, print_warnings,
-                                 read_table)
+from scalefit.cli.common import (add_column_options, add_table_options, check_writable, compile_cache, key_values,
+                                 level, positive_int, print_warnings, read_table)
 from scalefit.conventions import NKind
 
 EXIT_DEGENERATE = 3  # exit status of a fit that is degenerate or unidentifiable (2: bad input)
@@ -36,10 +36,10 @@ def add_fit(sub) -> None:
                         "with a fitted scale (Besiroglu et al. 2024; --delta then in units of the scale)")
     p.add_argument("--keep-degenerate", action="store_true",
                    help="exit 0 and write --out even when the fit is degenerate or unidentifiable (exit 3)")
-    p.add_argument("--bootstrap", type=int, default=0, metavar="B",
+    p.add_argument("--bootstrap", type=positive_int, default=0, metavar="B",
                    help="bootstrap resamples of whole runs for SEs and CIs (e.g. 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--ci", type=float, default=0.95, help="confidence level of the intervals")
+    p.add_argument("--ci", type=level, default=0.95, help="confidence level of the intervals")
     p.add_argument("--delta", type=float, default=1e-3, help="Huber delta on log residuals")
     p.add_argument("--over-penalty", type=float, default=1.0,
                    help="multiply the penalty of over-predicted losses by this (1 = symmetric)")
@@ -104,6 +104,8 @@ def _fit(args) -> int:
     from scalefit.fitting.solver import Objective
     from scalefit.fitting.sources import is_store, store_curves
 
+    if args.out:
+        check_writable(args.out)
     auto = args.law.strip() == "auto"
     n_columns = {NKind.parse(k, "--also-n"): v for k, v in key_values(args.also_n, float_values=False)}
     keep = list(n_columns.values())
@@ -252,7 +254,7 @@ def add_datasets(sub) -> None:
     dsub.add_parser("list", help="list the reference datasets").set_defaults(func=_datasets_list)
     show = dsub.add_parser("show", help="provenance and first rows of one dataset")
     show.add_argument("name")
-    show.add_argument("--rows", type=int, default=5, help="rows to print")
+    show.add_argument("--rows", type=positive_int, default=5, help="rows to print")
     show.set_defaults(func=_datasets_show)
 
 
@@ -284,7 +286,7 @@ def add_isoflop(sub) -> None:
     p.add_argument("--method", choices=["parabola", "akima"], default="parabola",
                    help="minimum of each IsoFLOP curve: parabola vertex in log N (Hoffmann et al. 2022, the "
                         "default) or Akima interpolation (Porian et al. 2024)")
-    p.add_argument("--ci", type=float, default=0.95, help="level of the intervals the two methods are compared at")
+    p.add_argument("--ci", type=level, default=0.95, help="level of the intervals the two methods are compared at")
     add_table_options(p)
     p.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
                    help="rename a column first, e.g. --rename n=N --rename flops=C (or name it: --n-col n)")
@@ -338,7 +340,7 @@ def add_predict(sub) -> None:
     p.add_argument("fit", help="fit result JSON (scalefit fit --out), or the fits of scalefit fit --by --out")
     p.add_argument("targets", help="CSV, Parquet or JSONL file of targets")
     p.add_argument("--out", default=None, help="write the forecasts here (.csv or .parquet; default: CSV on stdout)")
-    p.add_argument("--level", type=float, default=None, help="interval level (default: the fit's)")
+    p.add_argument("--level", type=level, default=None, help="interval level (default: the fit's)")
     add_column_options(p, weight=False)
     p.set_defaults(func=_predict)
 

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from scalefit.conventions import SIXND_EXACT_RTOL, SIXND_RTOL, CKind, NKind
+from scalefit.conventions import CKind, NKind
 from scalefit.fitting import datasets
 from scalefit.store.tables import _read_outside as read_outside
 
@@ -188,6 +187,9 @@ def read_source(source, n_kind: str) -> tuple[pd.DataFrame, str, list[str], str]
 
 
 def _read_file(p: Path) -> pd.DataFrame:
+    if p.is_dir():
+        raise ValueError(f"{p} is a folder without runs; expected a table file (.csv, .parquet, .jsonl) or a "
+                         "run-store folder (scalefit sweep run --out)")
     if not p.is_file():
         hint = "" if p.suffix else f" (and not a dataset name; known datasets: {', '.join(datasets.names())})"
         raise FileNotFoundError(f"cannot read {p}: no such file{hint}")
@@ -198,8 +200,26 @@ def _read_file(p: Path) -> pd.DataFrame:
             return pd.read_csv(p)
         except Exception as e:  # parser errors come in many types; the path is what the user needs
             raise ValueError(f"cannot read {p} as compressed csv: {type(e).__name__}: {e}") from e
+    _sniff(p)
     # The run store's reader of outside logs: CSV, JSONL (.jsonl, .ndjson), Parquet, with the file named.
     return read_outside(p)
+
+
+# Leading bytes of files that are not what a text suffix says -> what the user should do.
+_MAGIC = {b"PAR1": "it is a Parquet file: name it .parquet", b"PK\x03\x04": "it is a zip or Excel file: export "
+          "the sheet as CSV (UTF-8)", b"\xff\xfe": "it is UTF-16 text: save it as UTF-8",
+          b"\xfe\xff": "it is UTF-16 text: save it as UTF-8"}
+
+
+def _sniff(p: Path) -> None:
+    """ValueError for a text-suffixed file whose first bytes say it is something else."""
+    if p.suffix.lower() in (".parquet", ".pq"):
+        return
+    with open(p, "rb") as f:
+        head = f.read(4)
+    for magic, what in _MAGIC.items():
+        if head.startswith(magic):
+            raise ValueError(f"cannot read {p} as {p.suffix.lstrip('.') or 'a table'}: {what}")
 
 
 def _need_pyarrow(p: Path) -> None:
@@ -221,28 +241,3 @@ def _upstream_notes(attrs: dict) -> list[str]:
 def c_kind_from_attrs(attrs: dict) -> str | None:
     conv = str(attrs.get("c_convention", ""))
     return next((k for k in CKind if conv.startswith(k.value)), None)
-
-
-def infer_c_kind(num: dict, notes: list[str]) -> str:
-    """The C convention of rows that name none: 6ND when C = 6 N D on every row, else unspecified."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rel = np.abs(num["C"] / (6.0 * num["N"] * num["D"]) - 1.0)
-    ok = np.isfinite(rel)
-    if ok.any() and np.all(rel[ok] <= SIXND_EXACT_RTOL):
-        notes.append(f"c_kind inferred as 6ND: C equals 6 N D to {SIXND_EXACT_RTOL:g} on every row")
-        return CKind.SIX_ND
-    notes.append("c_kind unspecified: C is not 6ND and no convention was given")
-    return CKind.UNSPECIFIED
-
-
-def check_6nd(num: dict, rows: list, where: str) -> None:
-    """Refuse rows said to be counted as 6ND whose C is not 6 N D (to the tolerance of `conventions`)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rel = np.abs(num["C"] / (6.0 * num["N"] * num["D"]) - 1.0)
-    off = np.flatnonzero(np.isfinite(rel) & (rel > SIXND_RTOL))
-    if off.size:
-        shown = ", ".join(f"row {rows[i]} (C/6ND = {1 + rel[i]:.3g})" for i in off[:5])
-        raise ValueError(
-            f"c_kind='6ND' but C differs from 6*N*D by more than {SIXND_RTOL:.0%} in {off.size} rows of "
-            f"{where}: {shown}; pass c_kind='exact' or 'reported', or drop the C column"
-        )

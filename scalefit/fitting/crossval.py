@@ -167,7 +167,7 @@ def fold_fits(law: Law, objective: Objective, logx, logy, w, train: np.ndarray, 
                hessian="exact", scale0=None if s1.scale is None else s1.scale[top])
     best = [top[owner[top] == k][np.argmin(s2.value[owner[top] == k])] for k in range(K)]
     pos = [int(np.flatnonzero(top == b)[0]) for b in best]
-    return (s2.theta[pos], s2.grad_norm[pos] < gtol, None if s2.scale is None else s2.scale[pos])
+    return (s2.theta[pos], s2.converged[pos], None if s2.scale is None else s2.scale[pos])
 
 
 def cross_validate(law: Law, objective: Objective, frame: pd.DataFrame, folds: Folds, *,

@@ -24,7 +24,8 @@ from scalefit.fitting.diagnose import diagnose
 from scalefit.fitting.estimate import Estimate
 from scalefit.fitting.laws import Law, get_law
 from scalefit.fitting.result import BootstrapInfo, FitError, FitResult, FitStatus, SolverInfo
-from scalefit.fitting.solver import Objective, bootstrap, multistart
+from scalefit.fitting.resample import bootstrap
+from scalefit.fitting.solver import Objective, gtol_for, multistart
 from scalefit.fitting.table import FitTable, load_table
 
 # RMS log misfit of C = D F(N) over the rows above which the fit warns (`scalefit.fitting.compute`).
@@ -82,15 +83,24 @@ def _fit_law(table: FitTable, law: Law, *, objective: Objective = Objective(), b
     logy = np.log(frame["loss"].to_numpy(float))  # [n]
     w = frame["weight"].to_numpy(float)  # [n]
     runs = frame["run"].astype(str).to_numpy()
-    n_runs = len(np.unique(runs))
+    n_runs = len(np.unique(runs[w > 0]))
+    if bootstrap_resamples and n_runs < 2:
+        raise FitError(f"{table.source}: a bootstrap of whole runs needs at least 2 runs, but every usable row "
+                       f"belongs to run {runs[w > 0][0]!r}: every resample would be the table itself and the "
+                       "intervals would have zero width. Name a column of run ids (run_col=..., --run-col), or "
+                       "fit without a bootstrap")
 
     ms = multistart(law, logx, logy, w, starts=starts, objective=objective, gtol=gtol)
     point = law.to_params(ms.best)  # [K]
     warnings = list(table.warnings)  # what reading the rows found (e.g. an unused column of another N kind)
+    tol = float(gtol_for(gtol, w))
     if not ms.converged:
-        warnings.append(f"best start did not reach |grad| < {gtol:g} (|grad| = {ms.grad_norm:.3g})")
-    if len(frame) == law.n_free:
+        warnings.append(f"best start did not reach |grad| < {tol:.3g} (|grad| = {ms.grad_norm:.3g})")
+    if int(np.sum(w > 0)) == law.n_free:
         warnings.append("as many rows as parameters: the law interpolates, nothing checks it")
+    if bootstrap_resamples and n_runs <= law.n_free:
+        warnings.append(f"the bootstrap resamples {n_runs} runs for {law.n_free} free parameters: with so few "
+                        "runs its intervals are rough (too narrow more often than their level says)")
 
     samples, boot = None, BootstrapInfo(ci_level=ci_level)
     if bootstrap_resamples:
@@ -98,7 +108,7 @@ def _fit_law(table: FitTable, law: Law, *, objective: Objective = Objective(), b
                         seed=seed, objective=objective, gtol=gtol, progress=progress,
                         scale_hat=None if not objective.scale else ms.scale)
         samples = law.to_params(sol.theta)  # [B, K]
-        failed = ~(np.isfinite(sol.value) & (sol.grad_norm < gtol))
+        failed = ~(np.isfinite(sol.value) & sol.converged)
         # Unconverged refits are kept (dropping them would bias the interval towards easy
         # resamples) but counted; non-finite ones cannot be used.
         samples[~np.isfinite(sol.value)] = np.nan
@@ -117,8 +127,12 @@ def _fit_law(table: FitTable, law: Law, *, objective: Objective = Objective(), b
         derived = {k: Estimate.of(float(v), None if sd is None else sd[k], ci_level) for k, v in pd_.items()}
     compute = fit_compute_model(frame["N"], frame["D"], frame["C"])
     if compute.rms_log > COMPUTE_RMS_WARN:
+        off = np.abs(np.log(frame["C"].to_numpy(float) / compute.flops(frame["N"].to_numpy(float),
+                                                                      frame["D"].to_numpy(float))))  # [n]
+        worst = np.argsort(-off, kind="stable")[:3]
+        rows = ", ".join(f"row {frame['row'].iloc[i]} (C / model = {np.exp(off[i]):.3g}x off)" for i in worst)
         warnings.append(f"the rows' C is {compute.describe()} only to {compute.rms_log:.1%} (RMS): budgets "
-                        f"given to allocations and forecasts are converted with that error")
+                        f"given to allocations and forecasts are converted with that error; furthest: {rows}")
     r = law.log_loss_many(ms.best, logx)[0] - logy  # [n]
     residual_scale = float(np.sqrt(np.mean(r ** 2)))
     degenerate, unidentifiable = diagnose(law, frame, ms.best, point, logx, w, residual_scale)
@@ -131,7 +145,7 @@ def _fit_law(table: FitTable, law: Law, *, objective: Objective = Objective(), b
     solver = SolverInfo(
         loss=objective.describe(), delta=objective.delta, over_penalty=objective.over_penalty,
         solver="multi-start damped Newton (IRLS explore, exact-Hessian finish), float64, vmapped",
-        n_starts=ms.n_starts, share_at_best=ms.share_at_best, gtol=gtol, grad_norm=ms.grad_norm,
+        n_starts=ms.n_starts, share_at_best=ms.share_at_best, gtol=tol, grad_norm=ms.grad_norm,
         iterations=ms.iterations, residual_scale=residual_scale, n_free=law.n_free,
         scale=None if not objective.scale else ms.scale)
     return FitResult(law=law, params=params, derived=derived, status=status,
@@ -147,9 +161,10 @@ def _fit_law(table: FitTable, law: Law, *, objective: Objective = Objective(), b
 
 def check_identifiable(law: Law, frame, source: str) -> None:
     """FitError for fits whose parameters the data cannot pin down, naming what is missing."""
-    n, k = len(frame), law.n_free
+    n, k = int(np.sum(frame["weight"].to_numpy(float) > 0)), law.n_free
     if n < k:
-        raise FitError(f"{source}: {n} usable rows but law {law.name} has {k} free parameters "
+        zero = f" (and {len(frame) - n} of weight 0)" if n < len(frame) else ""
+        raise FitError(f"{source}: {n} usable rows{zero} but law {law.name} has {k} free parameters "
                        f"({', '.join(law.theta_names)}); need at least {k}")
     for col in law.inputs:
         if col not in frame or not np.all(np.isfinite(frame[col].to_numpy(float))):

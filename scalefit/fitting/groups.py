@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from scalefit.atomic import write_text
-from scalefit.fitting.result import FitResult
 from scalefit.fitting import columns
+from scalefit.fitting.fitjson import read_json
+from scalefit.fitting.result import FitResult
 from scalefit.fitting.table import FitTable
 
 GROUPS_SCHEMA = "scalefit.fits/1"
@@ -193,15 +194,10 @@ def fit_by(table: FitTable, law="chinchilla", by: Sequence[str] | str | None = N
 def load_fits(path, law=None) -> FitResult | GroupFits:
     """A fit file (`FitResult.save`) or a group of fits (`GroupFits.save`), whichever `path` holds."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"cannot read {path}: no such file (a fit result JSON, scalefit fit --out)")
-    try:
-        d = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    d = read_json(path)
     if isinstance(d, dict) and d.get("schema") == GROUPS_SCHEMA:
         try:
             return GroupFits.from_dict(d, law)
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise ValueError(f"{path}: a group of fits lacks or mistypes a field ({e})") from None
     return FitResult.load(path, law)

@@ -24,6 +24,7 @@ from scalefit.fitting.calibrate import Calibration
 from scalefit.fitting.compute import SIX_ND, ComputeModel
 from scalefit.fitting.crossval import Selection
 from scalefit.fitting.estimate import Estimate
+from scalefit.fitting.fitjson import check_shape, read_json
 from scalefit.fitting.laws import Law, get_law
 from scalefit.fitting.optimum import Allocation, allocate, optimal_split
 from scalefit.fitting.predict import Intervals, intervals, residual_sigma
@@ -294,6 +295,7 @@ class FitResult:
             law = get_law(d["law"])
         elif law.name != d["law"]:
             raise ValueError(f"the file holds a fit of law {d['law']!r}, not of the law given ({law.name!r})")
+        check_shape(d, law)
         m = d.get("solver") or d.get("method") or {}
         solver = SolverInfo(
             loss=str(m.get("loss", "")), delta=float(m.get("delta", 1e-3)),
@@ -326,20 +328,15 @@ class FitResult:
     def load(cls, path, law: Law | None = None) -> FitResult:
         """Read a fit saved by `save`; `law` resolves a law defined outside the registry."""
         path = Path(path)
-        if path.is_dir():
-            raise ValueError(f"{path}: is a folder, expected a fit result JSON file (scalefit fit --out)")
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        d = read_json(path)
         if not isinstance(d, dict):
             raise ValueError(f"{path}: expected a JSON object (a fit result), got {type(d).__name__}")
         try:
             return cls.from_dict(d, law)
         except KeyError as e:
             raise ValueError(f"{path}: fit result lacks field {e}") from None
-        except (TypeError, AttributeError) as e:
-            raise ValueError(f"{path}: a field of the fit result has the wrong type ({e})") from None
+        except (TypeError, AttributeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from None
 
 
 def _float(x) -> float:

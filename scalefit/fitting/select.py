@@ -142,7 +142,7 @@ def checkpoints(frame: pd.DataFrame, rule: str = "final", by: Sequence[str] = ()
     a decaying schedule sit above the loss a run trained to that D would reach. all / after=F: every
     checkpoint, or those with D >= F x the run's final D, each weighted 1/k (k checkpoints kept in its
     run, times its own weight) so a long curve weighs as much as a run of one point, not k times more;
-    the bootstrap resamples whole runs either way (`scalefit.fitting.solver.resample_weights`).
+    the bootstrap resamples whole runs either way (`scalefit.fitting.resample.resample_weights`).
     `step_col` names the source's step column: without one, rows sharing an id might be separate runs
     that share a name, and a warning says how they were read.
     """

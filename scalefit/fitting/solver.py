@@ -19,101 +19,35 @@ restriction of another (pinned parameters, tied exponents: `Law.solver_form`) ru
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.special import ndtr
 
 from scalefit.fitting.laws import Law
+from scalefit.fitting.objective import Objective, _omega, _psi, _rho  # noqa: F401  (Objective: importable here too)
 
 BLOCK = 64  # starts per compiled call: every solve is cut into (padded) blocks of this many
 MIN_ROWS = 16  # rows are padded to a power of two at least this large
 FINISH_SCREEN_ITER = 30  # exact steps every kept start gets before only the best block finishes
+# The gradient tolerance is per this much row weight: the objective is a sum over rows, so the gradient
+# float64 can resolve grows with the rows' total weight (a step that lowers the gradient further lowers
+# the objective by less than its rounding); tables up to this weight stop exactly at `gtol`.
+GTOL_WEIGHT = 256.0
+# Above this many rows of weight > 0 the starts are screened on a subsample of this many rows (spread
+# over the range of the first input) and only the best few subsample optima are refined on every row:
+# the search is then the same work for a table of 1e4 or 1e6 rows, and memory stays O(rows).
+SCREEN_ROWS = 1024
+POLISH_STARTS = 2  # subsample optima refined on every row (one compiled block)
+# Between the screening subsample and every row, the refinement runs on subsamples this many times larger
+# each (1024 -> 32768 -> all): each stage starts near its optimum, so the costly passes over every row are few.
+POLISH_GROWTH = 32
 
 
 class SolverError(ValueError):
     """No start of a fit produced a finite objective."""
-
-
-@dataclass(frozen=True)
-class Objective:
-    """The per-row penalty on log residuals r = log L_pred - log L_obs, summed with row weights.
-
-    Huber (`scale=False`): rho(r) = r^2 / 2 for |r| <= delta, delta (|r| - delta / 2) otherwise (Huber
-    1964; scipy.special.huber's convention, which Hoffmann et al. and Besiroglu et al. sum), times
-    `over_penalty` where r > 0, so over-predicting the loss can be made to cost more.
-
-    Likelihood with a fitted scale (`scale=True`, Besiroglu et al. 2024, whose final Chinchilla estimates
-    use it): the residuals are Huber-distributed with scale sigma, density exp(-rho(r / sigma)) /
-    (sigma Z(delta)), Z(delta) = sqrt(2 pi) (1 - 2 Phi(-delta)) + 2 exp(-delta^2 / 2) / delta, and the fit
-    minimises the negative log-likelihood sum_i w_i [rho(r_i / sigma) + log sigma + log Z] over the law's
-    parameters and log sigma together; `delta` is then in units of sigma (1.345: Huber's 95%-efficient
-    choice; large: the Normal likelihood, i.e. least squares).
-    """
-
-    delta: float = 1e-3  # Huber threshold (on log residuals; in units of the scale when scale=True)
-    over_penalty: float = 1.0  # multiplier on the penalty of over-predictions (r > 0); 1 = symmetric
-    scale: bool = False  # True: Huber likelihood with a fitted scale sigma (one more fitted parameter)
-
-    def __post_init__(self):
-        if not self.delta > 0:
-            raise ValueError(f"Huber delta must be > 0, got {self.delta}")
-        if not self.over_penalty > 0:
-            raise ValueError(f"over_penalty must be > 0, got {self.over_penalty}")
-
-    @property
-    def kind(self) -> str:
-        """What the compiled solver is specialised on: "huber" or "likelihood"."""
-        return "likelihood" if self.scale else "huber"
-
-    @property
-    def hyper(self) -> np.ndarray:
-        """The numbers the compiled solver takes as traced values: [delta, over_penalty]."""
-        return np.array([self.delta, self.over_penalty], float)
-
-    def describe(self) -> str:
-        """The objective in words, for reports."""
-        asym = " (asymmetric)" if self.over_penalty != 1 else ""
-        if self.scale:
-            return f"huber likelihood with fitted scale{asym}"
-        return f"huber on log residuals{asym}"
-
-    def log_normaliser(self) -> float:
-        """log Z(delta) of the Huber density with unit scale (the likelihood's constant per row)."""
-        d = self.delta
-        return math.log(math.sqrt(2 * math.pi) * (1 - 2 * float(ndtr(-d))) + 2 * math.exp(-d * d / 2) / d)
-
-    def __call__(self, r):
-        return _rho(r, self.delta, self.over_penalty)
-
-    def psi(self, r):
-        """d rho / d r."""
-        return _psi(r, self.delta, self.over_penalty)
-
-    def irls_weight(self, r):
-        """psi(r) / r: the weight of the row in iteratively reweighted least squares."""
-        return _omega(r, self.delta, self.over_penalty)
-
-
-def _asym(r, x, over):
-    return jnp.where(r > 0, over * x, x)
-
-
-def _rho(r, delta, over):
-    a = jnp.abs(r)
-    return _asym(r, jnp.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta)), over)
-
-
-def _psi(r, delta, over):
-    return _asym(r, jnp.clip(r, -delta, delta), over)
-
-
-def _omega(r, delta, over):
-    return _asym(r, delta / jnp.maximum(jnp.abs(r), delta), over)
 
 
 class Solution(NamedTuple):
@@ -124,6 +58,19 @@ class Solution(NamedTuple):
     grad_norm: np.ndarray  # [S] Euclidean norm of the gradient at theta
     iterations: np.ndarray  # [S] iterations taken
     scale: np.ndarray | None = None  # [S] fitted log-residual scale sigma (likelihood objective), else None
+    gtol: np.ndarray | None = None  # [S] gradient tolerance each run stopped on (`gtol_for`)
+
+    @property
+    def converged(self) -> np.ndarray:
+        """[S] whether each run met its gradient criterion."""
+        return self.grad_norm < self.gtol
+
+
+def gtol_for(gtol: float, weights) -> np.ndarray:
+    """The gradient tolerance of a fit with these row weights ([n] -> scalar array, [S, n] -> [S]):
+    gtol x max(1, sum(w) / GTOL_WEIGHT), so `gtol` means the same per row on a table of any size."""
+    total = np.sum(np.asarray(weights, float), axis=-1)
+    return gtol * np.maximum(1.0, total / GTOL_WEIGHT)
 
 
 def _objective_fn(law, kind, logx, logy, w, M, c, pen, hyper):
@@ -195,9 +142,9 @@ def _damped_newton(law, kind, logx, logy, w, M, c, pen, hyper):
 
 @partial(jax.jit, static_argnames=("law", "kind"))
 def _solve_batch(z0, logx, logy, weights, M, c, pen, hyper, gtol, max_iter, use_exact, *, law, kind):
-    # z0 [S, Q]; logx [n_inputs, n]; logy [n]; weights [S, n]; M [Pb, Pb]; c [Pb]; pen [Pb]; hyper [2];
-    # gtol, max_iter, use_exact: scalars shared by every start.
-    def run(z_init, w):
+    # z0 [S, Q]; logx [n_inputs, n]; logy [n]; weights [S, n]; gtol [S]; M [Pb, Pb]; c [Pb]; pen [Pb];
+    # hyper [2]; max_iter, use_exact: scalars shared by every start.
+    def run(z_init, w, gtol):
         fun, step = _damped_newton(law, kind, logx, logy, w, M, c, pen, hyper)
 
         def body(state):
@@ -213,7 +160,7 @@ def _solve_batch(z0, logx, logy, weights, M, c, pen, hyper, gtol, max_iter, use_
         z, lam, f, k, _ = jax.lax.while_loop(going, body, (z_init, 1e-3, f0, 0, jnp.inf))
         return z, jnp.where(jnp.isfinite(f), f, jnp.inf), jnp.linalg.norm(jax.grad(fun)(z)), k
 
-    return jax.vmap(run)(z0, weights)
+    return jax.vmap(run)(z0, weights, gtol)
 
 
 def padded_rows(n: int) -> int:
@@ -255,14 +202,16 @@ def initial_log_scale(law: Law, theta0, logx, logy, weights, objective: Objectiv
 
 
 def solve(law: Law, theta0, logx, logy, weights, *, objective: Objective = Objective(),
-          gtol: float = 1e-9, max_iter: int = 500, hessian: str = "irls", scale0=None) -> Solution:
+          gtol: float = 1e-9, max_iter: int = 500, hessian: str = "irls", scale0=None,
+          block: int = BLOCK) -> Solution:
     """Minimise sum_i w_i rho(log L_law(theta; x_i) - log y_i) from every row of `theta0` [S, P].
 
     Each start stops when its gradient norm is below `gtol`, after `max_iter` steps, or when no
     step lowers the objective any more (damping saturated: a converged float64 run ends there).
     `weights` is [n] (shared) or [S, n] (one weighting per start: bootstrap resamples, the folds of a
     cross-validation). With the likelihood objective the log scale is fitted too, from `scale0` [S]
-    (sigma) or from the residuals at each start. Runs in float64 whatever the global JAX setting.
+    (sigma) or from the residuals at each start. Runs in float64 whatever the global JAX setting, in
+    compiled calls of `block` starts; `gtol` is scaled by each start's total row weight (`gtol_for`).
     """
     if hessian not in ("irls", "exact"):
         raise ValueError(f"hessian must be 'irls' or 'exact', got {hessian!r}")
@@ -282,20 +231,22 @@ def solve(law: Law, theta0, logx, logy, weights, *, objective: Objective = Objec
     Mq = np.zeros((Pb, Pb))
     Mq[:, :P] = M
     pen = np.r_[np.zeros(P), np.ones(Pb - P)]
-    n_pad = (-S) % BLOCK
+    tol = gtol_for(gtol, w_rows)  # [S]
+    n_pad = (-S) % block
     z0 = np.concatenate([z0, np.repeat(z0[-1:], n_pad, axis=0)])
     pw = np.concatenate([pw, np.repeat(pw[-1:], n_pad, axis=0)])
+    tol_pad = np.concatenate([tol, np.repeat(tol[-1:], n_pad)])
     outs = []
     with jax.enable_x64(True):
         args = [jnp.asarray(a, jnp.float64) for a in (px, py, Mq, c, pen, objective.hyper)]
-        for lo in range(0, len(z0), BLOCK):
-            out = _solve_batch(jnp.asarray(z0[lo:lo + BLOCK]), args[0], args[1], jnp.asarray(pw[lo:lo + BLOCK]),
-                               *args[2:], jnp.float64(gtol), jnp.int32(max_iter), jnp.bool_(hessian == "exact"),
-                               law=base, kind=objective.kind)
+        for lo in range(0, len(z0), block):
+            out = _solve_batch(jnp.asarray(z0[lo:lo + block]), args[0], args[1], jnp.asarray(pw[lo:lo + block]),
+                               *args[2:], jnp.asarray(tol_pad[lo:lo + block]), jnp.int32(max_iter),
+                               jnp.bool_(hessian == "exact"), law=base, kind=objective.kind)
             outs.append([np.asarray(x) for x in out])
     z, value, grad_norm, iterations = (np.concatenate(xs)[:S] for xs in zip(*outs))
     return Solution(theta=z[:, :P], value=value, grad_norm=grad_norm, iterations=iterations,
-                    scale=np.exp(z[:, Pb]) if objective.scale else None)
+                    scale=np.exp(z[:, Pb]) if objective.scale else None, gtol=tol)
 
 
 class Multistart(NamedTuple):
@@ -318,78 +269,92 @@ def multistart(law: Law, logx, logy, weights, *, starts=None, objective: Objecti
     """Fit from every start (default: the law's grid) and keep the best.
 
     Stage 1 runs `explore_iter` IRLS-Marquardt steps from every start; stage 2 continues, with
-    exact-Hessian damped Newton until the gradient norm is below `gtol`, every start whose stage-1
-    objective is within `keep_factor` of the lowest (at least `keep`, at most `max_keep`; a whole number
-    of solver blocks); when that is more than one block, all of them get FINISH_SCREEN_ITER exact steps
-    and the best block of them runs to the end. Starts cut after stage 1 count as not reaching the best in `share_at_best`
-    (objective within best * (1 + rtol_best)).
+    exact-Hessian damped Newton until the gradient norm is below `gtol` (per `GTOL_WEIGHT` of row
+    weight, `gtol_for`), every start whose stage-1 objective is within `keep_factor` of the lowest (at
+    least `keep`, at most `max_keep`; a whole number of solver blocks); when that is more than one
+    block, all of them get FINISH_SCREEN_ITER exact steps and the best block of them runs to the end.
+    Starts cut after stage 1 count as not reaching the best in `share_at_best` (objective within
+    best * (1 + rtol_best)).
+
+    A table of more than SCREEN_ROWS rows (of weight > 0) runs these stages on a subsample of
+    SCREEN_ROWS rows spread over the range of its first input (weights scaled to the table's total),
+    then refines the POLISH_STARTS best subsample optima on every row; `share_at_best` is then the
+    subsample's. Memory is O(rows x POLISH_STARTS), not O(rows x starts).
     """
-    theta0 = law.grid(np.asarray(logx), np.asarray(logy)) if starts is None else np.atleast_2d(starts)
-    s1 = solve(law, theta0, logx, logy, weights, objective=objective, gtol=gtol,
+    logx, logy = np.atleast_2d(np.asarray(logx, float)), np.asarray(logy, float)
+    w = np.asarray(weights, float)
+    theta0 = law.grid(logx, logy) if starts is None else np.atleast_2d(starts)
+    stages = dict(objective=objective, gtol=gtol, explore_iter=explore_iter, keep=keep, keep_factor=keep_factor,
+                  max_keep=max_keep, max_iter=max_iter, explore_hessian=explore_hessian)
+    sub = screening_rows(logx, w)
+    if sub is None:
+        fin, values, iters = _search(law, theta0, logx, logy, w, **stages)
+    else:
+        ws = w[sub] * (w.sum() / w[sub].sum())
+        screen, values, iters = _search(law, theta0, logx[:, sub], logy[sub], ws, **stages)
+        best = np.argsort(screen.value, kind="stable")[:POLISH_STARTS]
+        fin, iters = _take(screen, best), iters[best]
+        m = SCREEN_ROWS
+        while m < int(np.sum(w > 0)):
+            m *= POLISH_GROWTH
+            rows = screening_rows(logx, w, m)
+            lx, ly, lw = (logx, logy, w) if rows is None else (logx[:, rows], logy[rows],
+                                                              w[rows] * (w.sum() / w[rows].sum()))
+            if rows is None:  # the pass over every row refines only the best so far: it costs the most
+                keep_best = np.argsort(fin.value, kind="stable")[:1]
+                fin, iters = _take(fin, keep_best), iters[keep_best]
+            fin = solve(law, fin.theta, lx, ly, lw, objective=objective, gtol=gtol, max_iter=max_iter,
+                        hessian="exact", scale0=fin.scale, block=len(fin.theta))
+            iters = iters + fin.iterations
+    j = int(np.argmin(fin.value))
+    best_value = float(fin.value[j])
+    if not np.isfinite(best_value):
+        raise SolverError(f"every one of {len(theta0)} starts of law {law.name!r} produced NaN/inf")
+    # The likelihood's objective can be negative: "within tolerance" is measured on its magnitude.
+    ref = best_value if sub is None else float(np.min(values))
+    share = float(np.mean(values <= ref + abs(ref) * rtol_best + 1e-15))
+    return Multistart(best=fin.theta[j], value=best_value, grad_norm=float(fin.grad_norm[j]),
+                      iterations=int(iters[j]), n_starts=len(theta0), share_at_best=share,
+                      converged=bool(fin.converged[j]),
+                      scale=float("nan") if fin.scale is None else float(fin.scale[j]))
+
+
+def _take(sol: Solution, idx) -> Solution:
+    """The runs `idx` of a Solution."""
+    return Solution(*(None if x is None else x[idx] for x in sol))
+
+
+def screening_rows(logx, weights, size: int = SCREEN_ROWS) -> np.ndarray | None:
+    """Indices of `size` rows to screen starts on, or None when the table has no more rows (of weight > 0)
+    than that: rows evenly spaced in the order of the first input (log N), so the subsample spans the
+    table's range, its smallest and largest row included."""
+    live = np.flatnonzero(np.asarray(weights) > 0)
+    if len(live) <= size:
+        return None
+    ordered = live[np.argsort(np.asarray(logx)[0, live], kind="stable")]
+    return np.sort(ordered[np.round(np.linspace(0, len(ordered) - 1, size)).astype(int)])
+
+
+def _search(law, theta0, logx, logy, w, *, objective, gtol, explore_iter, keep, keep_factor, max_keep, max_iter,
+            explore_hessian):
+    """The stages of `multistart` on these rows: (the finished starts' Solution, every start's objective [S],
+    the finished starts' total iterations)."""
+    s1 = solve(law, theta0, logx, logy, w, objective=objective, gtol=gtol,
                max_iter=explore_iter, hessian=explore_hessian)
     order = np.argsort(s1.value, kind="stable")
     near = int(np.sum(s1.value <= keep_factor * s1.value[order[0]] + 1e-300))
     n_keep = min(len(order), max_keep, BLOCK * math.ceil(max(near, keep, 1) / BLOCK))
     top = order[:n_keep]
-    s2 = solve(law, s1.theta[top], logx, logy, weights, objective=objective, gtol=gtol,
+    s2 = solve(law, s1.theta[top], logx, logy, w, objective=objective, gtol=gtol,
                max_iter=max_iter if n_keep <= BLOCK else FINISH_SCREEN_ITER, hessian="exact",
                scale0=None if s1.scale is None else s1.scale[top])
     values = s1.value.copy()
     values[top] = s2.value
     if n_keep > BLOCK:  # many starts near the best: only the best block of them runs to the end
         last = np.argsort(s2.value, kind="stable")[:BLOCK]
-        s3 = solve(law, s2.theta[last], logx, logy, weights, objective=objective, gtol=gtol, max_iter=max_iter,
+        s3 = solve(law, s2.theta[last], logx, logy, w, objective=objective, gtol=gtol, max_iter=max_iter,
                    hessian="exact", scale0=None if s2.scale is None else s2.scale[last])
         top = top[last]
         values[top] = s3.value
-        s2 = Solution(s3.theta, s3.value, s3.grad_norm, s2.iterations[last] + s3.iterations, s3.scale)
-    j = int(np.argmin(s2.value))
-    best = float(s2.value[j])
-    if not np.isfinite(best):
-        raise SolverError(f"every one of {len(theta0)} starts of law {law.name!r} produced NaN/inf")
-    # The likelihood's objective can be negative: "within tolerance" is measured on its magnitude.
-    share = float(np.mean(values <= best + abs(best) * rtol_best + 1e-15))
-    return Multistart(best=s2.theta[j], value=best, grad_norm=float(s2.grad_norm[j]),
-                      iterations=int(s1.iterations[top[j]] + s2.iterations[j]), n_starts=len(theta0),
-                      share_at_best=share, converged=bool(s2.grad_norm[j] < gtol),
-                      scale=float("nan") if s2.scale is None else float(s2.scale[j]))
-
-
-def resample_weights(runs: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
-    """Row weights [n_resamples, n_rows] of a bootstrap that resamples whole runs with replacement.
-
-    A run contributes all its rows or none (Efron & Tibshirani 1993, the cluster bootstrap), so
-    points from one training curve are not treated as independent.
-    """
-    _, run_index = np.unique(runs, return_inverse=True)
-    n_runs = run_index.max() + 1
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_runs, size=(n_resamples, n_runs))
-    counts = np.stack([np.bincount(d, minlength=n_runs) for d in draws])  # [B, n_runs]
-    return counts[:, run_index].astype(float)  # [B, n_rows]
-
-
-def bootstrap(law: Law, theta_hat, logx, logy, weights, runs, *, n_resamples: int, seed: int,
-              objective: Objective = Objective(), gtol: float = 1e-9, max_iter: int = 500,
-              chunk: int = 4 * BLOCK, progress: bool = False, scale_hat: float | None = None) -> Solution:
-    """Refit on `n_resamples` run-level resamples, each warm-started at `theta_hat` (and, for the
-    likelihood, at the fitted scale `scale_hat`).
-
-    Resamples are solved `chunk` at a time (whole solver blocks), so a progress bar can advance and
-    memory stays bounded.
-    """
-    w = resample_weights(runs, n_resamples, seed) * np.asarray(weights, float)[None, :]
-    parts = []
-    chunks = range(0, n_resamples, chunk)
-    if progress:
-        from tqdm import tqdm
-
-        chunks = tqdm(chunks, desc="bootstrap", unit="chunk", total=len(chunks))
-    for lo in chunks:
-        wc = w[lo:lo + chunk]
-        theta0 = np.repeat(np.asarray(theta_hat, float)[None, :], len(wc), axis=0)
-        parts.append(solve(law, theta0, logx, logy, wc, objective=objective, gtol=gtol, max_iter=max_iter,
-                           hessian="exact", scale0=None if scale_hat is None else np.full(len(wc), scale_hat)))
-    cat = [np.concatenate(xs) for xs in zip(*[p[:4] for p in parts])]
-    scale = None if parts[0].scale is None else np.concatenate([p.scale for p in parts])
-    return Solution(*cat, scale=scale)
+        s2 = s3._replace(iterations=s2.iterations[last] + s3.iterations)
+    return s2, values, s1.iterations[top] + s2.iterations

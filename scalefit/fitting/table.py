@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from scalefit.conventions import LOSS_UNIT, CKind, NKind
+from scalefit.fitting import cells
 from scalefit.fitting import columns as col_io
 from scalefit.fitting import select
 from scalefit.fitting.columns import CANDIDATES  # noqa: F401  (the names tried, importable from here too)
@@ -29,6 +30,10 @@ from scalefit.fitting.columns import CANDIDATES  # noqa: F401  (the names tried,
 CONDITIONS = ("U", "E", "G")
 # The fitter's own columns, which a named extra column may not replace.
 _BASE = ("N", "D", "C", "loss", "run", "weight", "row")
+
+
+# Units a loss column may be read in -> the factor to nats per token (docs/conventions.md).
+LOSS_UNITS = {"nats": 1.0, "bits": float(np.log(2.0))}
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,6 +148,7 @@ def load_table(
     best_per: Sequence[str] | str = ("N", "D"),
     checkpoints: str = "final",
     columns: Mapping[str, str] | None = None,
+    loss_unit: str = "nats",
 ) -> FitTable:
     """Read runs from `source` into a `FitTable` for the fitter.
 
@@ -159,6 +165,8 @@ def load_table(
     inputs under names of their own, validated the same way: {name: source column}, e.g. {"E":
     "num_experts", "N_total": "total_parameter_count"} (a second parameter count beside N, in the kind its
     name says); `keep` carries columns as they are (labels, groups).
+    loss_unit: "nats" (nats per token, the natural log: every loss scalefit handles) or "bits" (bits per
+    token, converted on reading: L_nats = L_bits ln 2, and noted).
     n_kind: which parameters N counts; c_kind: how C was counted (None: from the dataset's provenance,
     else "6ND" when C equals 6ND to 1e-6, else "unspecified").
     where: a row filter on the source's columns (and the fitter's N, D, C, loss, run), e.g. "N < 1e9".
@@ -172,6 +180,8 @@ def load_table(
     labelled by the source's index (for files and datasets: the 0-based data row).
     """
     n_kind = NKind.parse(n_kind)
+    if loss_unit not in LOSS_UNITS:
+        raise ValueError(f"loss_unit must be one of {list(LOSS_UNITS)}, got {loss_unit!r}")
     c_kind = None if c_kind is None else CKind.parse(c_kind)
     by, best_per = _names(by), _names(best_per)
     df, label, notes, where_phrase = col_io.read_source(source, n_kind)
@@ -209,10 +219,13 @@ def load_table(
     warnings = col_io.unused_n_warnings(n.column, n_kind, n.others, declared="n_convention" in df.attrs)
     bad: dict[object, list[str]] = {}
     rows = _row_labels(df, notes)
-    num = {f: _numeric(df, f, cols[f], rows, bad) for f in ("N", "D", "C", "loss", "weight") if cols[f]}
+    num = {f: cells.numeric(df, f, cols[f], rows, bad) for f in ("N", "D", "C", "loss", "weight") if cols[f]}
     for name, col in named.items():
-        num[name] = _numeric(df, name, col, rows, bad)
+        num[name] = cells.numeric(df, name, col, rows, bad)
         notes.append(f"{name} carried from column {col!r}")
+    if LOSS_UNITS[loss_unit] != 1.0:
+        num["loss"] = num["loss"] * LOSS_UNITS[loss_unit]
+        notes.append(f"loss read in {loss_unit} per token, converted to {LOSS_UNIT} (x {LOSS_UNITS[loss_unit]:.6g})")
 
     derived = ""
     if "D" not in num:
@@ -232,18 +245,18 @@ def load_table(
             raise ValueError(f"c_kind={c_kind!r} but {where_phrase} has no C column; C can only be computed as 6ND")
         c_kind = CKind.SIX_ND
     elif c_kind is None:
-        c_kind = col_io.infer_c_kind(num, notes)
+        c_kind = cells.infer_c_kind(num, notes)
     elif c_kind is CKind.SIX_ND and cols["D"] is not None:
-        col_io.check_6nd(num, rows, where_phrase)
+        cells.check_6nd(num, rows, where_phrase)
     if "weight" not in num:
         num["weight"] = np.ones(len(df))
 
     # A derived field is only reported bad when its inputs were fine (else it repeats their reason).
-    _flag(bad, rows, num, ["loss", "N", *[f for f in ("D", "C") if f != derived], *named])
-    _flag(bad, rows, num, [derived] if derived else [], only_new=True)
+    cells.flag(bad, rows, num, ["loss", "N", *[f for f in ("D", "C") if f != derived], *named])
+    cells.flag(bad, rows, num, [derived] if derived else [], only_new=True)
     w = num["weight"]
     for i in np.flatnonzero(~np.isfinite(w) | (w < 0)):
-        bad.setdefault(rows[i], []).append(f"weight is {_describe(w[i])}, expected finite and >= 0")
+        bad.setdefault(rows[i], []).append(f"weight is {cells.describe(w[i])}, expected finite and >= 0")
     if wandb:
         for i in np.flatnonzero(df["State"].astype(str).to_numpy() != col_io.WANDB_FINISHED):
             bad.setdefault(rows[i], []).append(f"W&B state {df['State'].iloc[i]!r}, not finished")
@@ -272,10 +285,17 @@ def load_table(
         frame[k] = df[k].to_numpy()
     keep_mask = np.array([r not in bad for r in rows], dtype=bool)
     frame = frame[keep_mask].reset_index(drop=True)
+    if not rows:
+        raise ValueError(f"no rows in {where_phrase}: it has the columns {list(df.columns)} but no data; "
+                         "expected one row per run (or checkpoint)")
     if len(frame) == 0:
         first = next(r for r in rows if r in bad)
         raise ValueError(f"no usable rows in {where_phrase}: all {len(rows)} excluded, e.g. row {first}: "
                          f"{'; '.join(bad[first])}")
+    if cols["weight"] and not frame["weight"].to_numpy(float).sum() > 0:
+        raise ValueError(f"every usable row of {where_phrase} has weight 0 (column {cols['weight']!r}): the "
+                         "objective would be 0 everywhere and any parameters would 'fit'; expected weights > 0 "
+                         "on at least as many rows as the law has parameters")
 
     hint = "W&B run names need not be unique: export the run ID too and pass --run-col ID" if wandb else ""
     select.check_runs(frame, by, where_phrase, hint, one_row_per_run=wandb)
@@ -340,38 +360,6 @@ def _row_labels(df: pd.DataFrame, notes: list[str]) -> list:
         return list(df.index)
     notes.append("source index has duplicate labels: rows are numbered by position instead")
     return list(range(len(df)))
-
-
-def _numeric(df: pd.DataFrame, field: str, col: str, rows: list, bad: dict) -> np.ndarray:
-    """Column as float64; entries that are present but not numbers are excluded, quoting the value."""
-    raw = df[col]
-    vals = np.array(pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float, na_value=np.nan))
-    not_number = np.isnan(vals) & raw.notna().to_numpy()
-    for i in np.flatnonzero(not_number):
-        bad.setdefault(rows[i], []).append(f"{field} ({col!r}) is not a number: {raw.iloc[i]!r}")
-    vals[not_number] = np.nan
-    return vals
-
-
-def _describe(x: float) -> str:
-    if np.isnan(x):
-        return "NaN"
-    if np.isinf(x):
-        return "infinite"
-    return f"{x:g}"
-
-
-def _flag(bad: dict, rows: list, num: dict, fields: list[str], only_new: bool = False) -> None:
-    for f in fields:
-        if f not in num:
-            continue
-        v = num[f]
-        for i in np.flatnonzero(~(np.isfinite(v) & (v > 0))):
-            if only_new and rows[i] in bad:
-                continue
-            reasons = bad.setdefault(rows[i], [])
-            if not any(r.startswith(f"{f} (") and "not a number" in r for r in reasons):
-                reasons.append(f"{f} is {_describe(v[i])}, expected finite and > 0")
 
 
 def _fingerprint(frame: pd.DataFrame, extra: list[str]) -> str:

@@ -8,7 +8,8 @@ import pytest
 
 from scalefit import cli
 from scalefit.fitting.fitter import fit
-from scalefit.fitting.solver import Objective, _solve_batch, resample_weights
+from scalefit.fitting.resample import resample_weights
+from scalefit.fitting.solver import Objective, _solve_batch
 from scalefit.fitting.table import load_table
 from scalefit.fitting.laws import LAWS, get_law
 from scalefit.fitting.result import FitError, FitResult

@@ -196,7 +196,7 @@ def test_unreadable_sources(tmp_path):
     txt.write_text("N,D,loss\n1,2,3\n")
     with pytest.raises(ValueError, match=r"expected .csv, .jsonl or .parquet, got '.txt'"):
         load_table(txt)
-    with pytest.raises(FileNotFoundError, match="no such file"):
+    with pytest.raises(ValueError, match="is a folder without runs; expected a table file"):
         load_table(tmp_path)  # a folder
     with pytest.raises(TypeError, match="got list"):
         load_table([1, 2])
