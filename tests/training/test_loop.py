@@ -315,12 +315,12 @@ def test_budgets_share_one_compiled_train_step(small_corpus, tmp_path, monkeypat
     traces = []
     real_loss_fn = model.loss_fn
 
-    def counting_loss_fn(params, tokens, targets, cfg):
+    def counting_loss_fn(params, tokens, targets, cfg, **kernel):
         traces.append(tokens.shape)
-        return real_loss_fn(params, tokens, targets, cfg)
+        return real_loss_fn(params, tokens, targets, cfg, **kernel)
 
     monkeypatch.setattr(model, "loss_fn", counting_loss_fn)
-    for cached in (train.make_train_step, train.make_eval_fn, train._make_init):
+    for cached in (train._make_train_step, train._make_eval_fn, train._make_init):
         cached.cache_clear()
     a = train.train(TINY, _cfg(steps=12), tmp_path / "a", corpus=small_corpus, progress=False)
     assert len(traces) == 2  # the train step and the evaluation
