@@ -19,6 +19,7 @@ def add_quickstart(sub) -> None:
     p.add_argument("--runs", default=None, help="run store folder (default: runs/<sweep name>)")
     p.add_argument("--out", default="report/quickstart", help="report folder")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the fit")
+    p.add_argument("--jobs", type=int, default=None, help="runs trained at once (default: one per core)")
     p.set_defaults(func=_quickstart)
 
 
@@ -49,7 +50,7 @@ def _quickstart(args) -> int:
     c_kind = CKind.parse(design.get("flops_convention", "exact"))
     store = Path(args.runs) if args.runs else Path("runs") / plan.name
     print(f"[1/2] sweep {plan.source}: {len(plan.runs)} runs, {plan.total_flops():.3g} FLOPs -> {store}")
-    run_sweep(plan, store)
+    run_sweep(plan, store, executor="parallel", jobs=args.jobs)
     budgets = sorted({r.budget for r in plan.runs if r.budget is not None})
     held = sum(r.budget == budgets[-1] for r in plan.runs) if budgets else 0.15
     print(f"[2/2] fit, approaches, backtest on the largest budget, forecasts -> {args.out}")

@@ -75,8 +75,10 @@ def add_sweep(sub) -> None:
     plan.set_defaults(func=_sweep_plan)
     run = ssub.add_parser("run", help="train every unfinished run of a sweep file (resumable)")
     run.add_argument("file", help="sweep file (TOML, see docs/sweeps.md) or a shipped sweep's name (quickstart, ...)")
-    run.add_argument("--executor", choices=list(EXECUTORS), default="local",
-                     help="; ".join(f"{name}: {e.help}" for name, e in EXECUTORS.items()))
+    run.add_argument("--executor", choices=list(EXECUTORS), default="parallel",
+                     help="; ".join(f"{name}: {e.help}" for name, e in EXECUTORS.items()) + " (default: parallel)")
+    run.add_argument("--jobs", type=int, default=None,
+                     help="runs trained at once by the parallel executor (default: one per core)")
     run.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
     run.add_argument("--out", default=None, help="run store folder (default: runs/<sweep name>)")
     run.add_argument("--retry-diverged", action="store_true", help="train diverged runs again")
@@ -107,8 +109,8 @@ def _sweep_run(args) -> int:
     from scalefit.sweep.timing import summarize_overhead
 
     rep = run_sweep(sweep_file(args.file), args.out, executor=args.executor, ray_address=args.ray_address,
-                    retry_diverged=args.retry_diverged)
-    print(f"overhead: {summarize_overhead(rep.timings)}")
+                    jobs=args.jobs, retry_diverged=args.retry_diverged)
+    print(f"overhead: {summarize_overhead(rep.timings, rep.wall, rep.workers)}")
     print(f"sweep wall time {rep.wall:.1f} s; run table: scalefit runs ls {rep.out}")
     return 0
 

@@ -141,8 +141,9 @@ def estimate_wall(run: PlannedRun, cal: Calibration) -> float:
     return cal.compile + run.own_steps * step_t + evals
 
 
-def summarize_overhead(timings: Mapping[str, Timing]) -> str:
-    """One line: summed wall, training and overhead over the trained runs (run id -> Timing)."""
+def summarize_overhead(timings: Mapping[str, Timing], sweep_wall: float | None = None, workers: int = 1) -> str:
+    """One line: summed wall, training and overhead over the trained runs (run id -> Timing); with the
+    sweep's own wall time and its executor's workers, how much of the runs' wall ran side by side."""
     if not timings:
         return "no runs trained"
     ts = list(timings.values())
@@ -151,4 +152,6 @@ def summarize_overhead(timings: Mapping[str, Timing]) -> str:
     return (f"{len(ts)} runs: wall {wall:.1f}s, training {train:.1f}s, overhead {100 * (1 - train / wall):.1f}% "
             f"(worst run {100 * worst:.1f}%; start {sum(t.startup for t in ts):.1f}s, setup+compile "
             f"{sum(t.setup_compile for t in ts):.1f}s, eval {sum(t.evaluation for t in ts):.1f}s, ckpt/io "
-            f"{sum(t.checkpoint for t in ts):.1f}s, other {sum(t.other for t in ts):.1f}s)")
+            f"{sum(t.checkpoint for t in ts):.1f}s, other {sum(t.other for t in ts):.1f}s)"
+            + (f"; {workers} workers ran the runs' {wall:.1f}s of wall in {sweep_wall:.1f}s ({wall / sweep_wall:.2f}x)"
+               if sweep_wall and workers > 1 else ""))
