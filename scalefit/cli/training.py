@@ -33,12 +33,18 @@ def add_train(sub) -> None:
     p.add_argument("--log-every", type=int, default=10, help="steps between metrics lines")
     p.add_argument("--corpus", help="text file or folder (default: the Python standard library)")
     p.add_argument("--out", help="run folder (default: runs/<preset>); an unfinished one is resumed")
+    p.add_argument("--devices", type=int, default=None,
+                   help="devices the batch is split over (default: all; not part of the run)")
+    p.add_argument("--params", choices=["replicated", "fsdp"], default="replicated",
+                   help="the training state whole on every device, or sharded over them (FSDP)")
+    p.add_argument("--attention", default="auto",
+                   help="attention kernel: auto (the backend's fastest), chunked, xla or cudnn (docs/training.md)")
     p.set_defaults(func=_train)
 
 
 def _train(args) -> int:
     from scalefit.store.records import RunStatus
-    from scalefit.training.config import TrainConfig, get_preset
+    from scalefit.training.config import ComputeConfig, TrainConfig, get_preset
     from scalefit.training.loop import train
 
     model_cfg = get_preset(args.preset)
@@ -53,7 +59,8 @@ def _train(args) -> int:
         flops_convention=args.flops_convention, seed=args.seed,
         checkpoint_every=args.checkpoint_every, log_every=args.log_every)
     out = args.out or f"runs/{args.preset}"
-    s = train(model_cfg, train_cfg, out, corpus=args.corpus, progress=True)
+    compute = ComputeConfig(devices=args.devices, params=args.params, attention=args.attention)
+    s = train(model_cfg, train_cfg, out, corpus=args.corpus, progress=True, compute=compute)
     ev = "n/a" if s.final_eval_loss is None else f"{s.final_eval_loss:.4f}"
     print(f"{out}: {s.status} after {s.steps} steps, {s.tokens:.4g} tokens, "
           f"{s.flops_exact:.4g} FLOPs (exact), eval loss {ev} nats/token, {s.wall_time:.1f} s")
