@@ -8,7 +8,8 @@ device in its own process (an 8192^3 matmul, bf16 inputs; the best of several), 
 the higher of the two: MFU = model FLOP/s / measured peak, model FLOPs = `counting.flops_per_token`'s exact
 count (matmuls incl. the full T x T attention scores, forward + backward: 6N + 12 L T d per token).
 
-Each part prints one JSON line; it stops starting sizes when its time budget (--budget-s) runs low and
+Each part prints a JSON line after every size (the report reads the last, so a part stopped by its time
+limit still reports what it finished); it stops starting sizes when its budget (--budget-s) runs low and
 says which it skipped. ``--tiny`` runs a CPU-sized version of everything (logic check, not a benchmark).
 """
 
@@ -75,6 +76,7 @@ def jax_part(sizes, steps: int, budget: float, tiny: bool) -> dict:
     mm = jax.jit(lambda x, y: x @ y)
     peak = max(2 * n**3 / timed(lambda: mm(a, a).block_until_ready(), 10, 3)[1] for _ in range(3))
     res = {"framework": f"jax {jax.__version__}", "device": str(jax.devices()[0]), "peak": peak, "sizes": {}}
+    print(json.dumps(res), flush=True)
     for d, n_layer, n_head, seq, batch in sizes:
         key = f"d={d} L={n_layer} T={seq} B={batch}"
         if time.perf_counter() - t_start > 0.55 * budget:
@@ -97,6 +99,7 @@ def jax_part(sizes, steps: int, budget: float, tiny: bool) -> dict:
 
         first, t = timed(run, steps, 2)
         res["sizes"][key] = {"step_s": t, "first_s": first, "tokens": batch * seq, "attention": place.attention}
+        print(json.dumps(res), flush=True)  # what is done so far, should the part be stopped
         del state, data
     return res
 
@@ -122,15 +125,18 @@ def torch_part(sizes, steps: int, budget: float, tiny: bool) -> dict:
     peak = max(2 * n**3 / timed(mm, 10, 3)[1] for _ in range(3))
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     res = {"framework": f"torch {torch.__version__}", "device": name, "peak": peak, "sizes": {}}
+    print(json.dumps(res), flush=True)
     for d, n_layer, n_head, seq, batch in sizes:
         key = f"d={d} L={n_layer} T={seq} B={batch}"
         if time.perf_counter() - t_start > 0.55 * budget:
             res["sizes"][key] = {"skipped": "time budget"}
             continue
         cfg = model_cfg(d, n_layer, n_head, seq)
-        run = torch_stepper(cfg, batches(seq, batch), device=device, bf16=True, compile=True)
+        # --tiny checks the logic on a CPU, where torch.compile alone takes minutes: eager there.
+        run = torch_stepper(cfg, batches(seq, batch), device=device, bf16=True, compile=not tiny)
         first, t = timed(run, steps, 3)
         res["sizes"][key] = {"step_s": t, "first_s": first, "tokens": batch * seq}
+        print(json.dumps(res), flush=True)
         del run
         if device == "cuda":
             torch.cuda.empty_cache()
