@@ -45,6 +45,7 @@ from scalefit.store.records import (FINISHED, LOCK_FILE, METRICS_FILE, SPEC_FILE
                                     FlopsPerTokenRecord, MetricRecord, MoeStats, ParamsRecord, RunStatus,
                                     RunSummary, SpecRecord, finite_or_none)
 from scalefit.training import counting, model
+from scalefit.training.host import keep_freed_memory
 from scalefit.training.checkpoint import load_checkpoint, save_checkpoint
 from scalefit.training.config import ComputeConfig, ModelConfig, RunSpec, TrainConfig
 from scalefit.training.corpus import Corpus, check_length, eval_batches, get_batch, load_corpus
@@ -124,6 +125,7 @@ def make_train_step(model_cfg: ModelConfig, tx: optax.GradientTransformation,
 
 @functools.lru_cache(maxsize=_COMPILED_CACHE)
 def _make_train_step(model_cfg: ModelConfig, tx: optax.GradientTransformation, place: Placement) -> Callable:
+    keep_freed_memory()  # the step's temporaries come back from the heap, not from freshly faulted pages
     shard = state_shardings(model_cfg, tx, place)
     loss_fn = functools.partial(model.loss_fn, cfg=model_cfg, attention_kernel=place.attention)
 
