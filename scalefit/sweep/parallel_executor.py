@@ -88,7 +88,14 @@ class ParallelExecutor:
         worker = idle[0] if idle else _Worker(self._groups[len(self._workers) % len(self._groups)])
         if not idle:
             self._workers.append(worker)
-        write_frame(worker.proc.stdin, (self._plan, run, self._out))
+        try:
+            write_frame(worker.proc.stdin, (self._plan, run, self._out))
+        except BrokenPipeError:
+            self._workers.remove(worker)
+            code = worker.proc.wait()
+            worker.close()
+            raise RuntimeError(f"{run.label}: the worker process (cores {worker.cpus}) had exited with code {code} "
+                               "before it was sent the run; its error is above") from None
         worker.run = run
 
     def wait(self) -> RunResult:
