@@ -8,13 +8,9 @@ printed totals through its `scalefit.sweep.designs.Design` entry.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from scalefit.store.records import Role
 from scalefit.sweep.designs import DESIGNS
-
-if TYPE_CHECKING:  # annotations only: plan.py imports this module to attach the warnings
-    from scalefit.sweep.plan import SweepPlan
+from scalefit.sweep.planned import SweepPlan
 
 
 def identifiability_warnings(plan: SweepPlan) -> tuple[str, ...]:

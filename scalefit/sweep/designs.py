@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 from scalefit.conventions import CKind, NKind
 from scalefit.store.records import Role
+from scalefit.sweep.planned import PlannedRun, SweepPlan
 from scalefit.training import counting
 from scalefit.training.config import ModelConfig, TrainConfig, get_preset
-
-if TYPE_CHECKING:  # annotations only: plan.py imports this module to build its plans
-    from scalefit.sweep.plan import PlannedRun, SweepPlan
 
 
 class DesignError(ValueError):

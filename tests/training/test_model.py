@@ -177,7 +177,8 @@ def _reference_moe(layer, x, cfg):
             used[ex] += 1
             gate, up = x[i] @ layer["w_gate"][ex], x[i] @ layer["w_up"][ex]
             y = (gate / (1 + np.exp(-gate)) * up) @ layer["w_down"][ex]
-            out[i] += probs[i, ex] / probs[i, top[i]].sum() * y
+            weight = probs[i, ex] if k == 1 else probs[i, ex] / probs[i, top[i]].sum()  # Switch gate at k = 1
+            out[i] += weight * y
     return out, dropped / (n * k)
 
 
@@ -200,6 +201,24 @@ def test_moe_dispatch_matches_token_by_token_reference(capacity_factor):
         assert float(stats["dropped_frac"]) == pytest.approx(
             np.maximum(counts - cap, 0).sum() / (40 * cfg.top_k), abs=1e-7)
         assert ref_dropped > (0.5 if capacity_factor < 1 else 0.0)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_moe_dispatch_matches_reference_at_each_top_k(k):
+    cfg = dataclasses.replace(MOE, top_k=k)
+    layer = _moe_layer(cfg, seed=3)
+    x = jax.random.normal(jax.random.PRNGKey(4), (24, cfg.d_model))
+    np.testing.assert_allclose(moe_mlp(layer, x, cfg)[0], _reference_moe(layer, x, cfg)[0], atol=1e-4, rtol=1e-4)
+
+
+def test_top1_router_learns_from_the_loss():
+    # Renormalising one gate over itself gives exactly 1: the router would get no gradient from the loss.
+    cfg = dataclasses.replace(MOE, top_k=1, aux_loss_coef=0.0)
+    params = init_params(cfg, key=jax.random.PRNGKey(0))
+    tokens = _tokens(seed=5, shape=(2, T + 1))
+    grads = jax.grad(lambda p: loss_fn(p, tokens[:, :-1], tokens[:, 1:], cfg)[0])(params)
+    router = [layer["router"] for layer in grads["layers"]]  # [d, E] per layer
+    assert len(router) == cfg.n_layer and all(float(jnp.abs(r).max()) > 1e-5 for r in router)
 
 
 def test_model_reports_dropped_fraction_per_layer_mean():

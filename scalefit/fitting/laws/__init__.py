@@ -11,6 +11,8 @@ import re
 from scalefit.fitting.laws.base import Law, lse, product, safe_log
 from scalefit.fitting.laws.chinchilla import CHINCHILLA
 from scalefit.fitting.laws.constrained import DATA_CONSTRAINED
+from scalefit.fitting.laws.farseer import FARSEER
+from scalefit.fitting.laws.moe import CLARK, CLARK_E, FINE_GRAINED, JOINT, MOE_LAWS
 from scalefit.fitting.laws.power import KAPLAN_ND, kaplan, saturating_power
 
 LAWS: dict[str, Law] = {
@@ -19,11 +21,15 @@ LAWS: dict[str, Law] = {
         CHINCHILLA,
         KAPLAN_ND,
         DATA_CONSTRAINED,
+        FARSEER,
         *(kaplan(v) for v in ("N", "D", "C")),
         *(kaplan(v, irreducible=True) for v in ("N", "D", "C")),
         *(saturating_power(v) for v in ("N", "D", "C")),
+        *MOE_LAWS,
     ]
 }
+# Chinchilla with tied exponents (alpha = beta, i.e. a = 0.5): the same object as "chinchilla[a=0.5]".
+LAWS["chinchilla_tied"] = CHINCHILLA.with_fixed(a=0.5)
 
 _PINNED = re.compile(r"^([^\[\]]+)\[(.+)\]$")
 
@@ -53,5 +59,5 @@ def get_law(name: str | Law) -> Law:
                          "to fix parameters)") from None
 
 
-__all__ = ["LAWS", "Law", "get_law", "lse", "product", "safe_log", "CHINCHILLA", "DATA_CONSTRAINED",
-           "KAPLAN_ND", "kaplan", "saturating_power"]
+__all__ = ["LAWS", "Law", "get_law", "lse", "product", "safe_log", "CHINCHILLA", "DATA_CONSTRAINED", "FARSEER",
+           "KAPLAN_ND", "kaplan", "saturating_power", "CLARK", "CLARK_E", "JOINT", "FINE_GRAINED", "MOE_LAWS"]
