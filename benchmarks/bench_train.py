@@ -118,18 +118,19 @@ def _step_times(fn, steps: int) -> list[float]:
     return times
 
 
-def torch_step_times_subprocess(d: int, n_layer: int, steps: int, threads: int,
-                                bf16: bool = False) -> list[float] | None:
-    """Step times of the PyTorch reference, run in a child process: in one process the two
-    frameworks' spinning thread pools starve each other (torch measured 5-10x slower there)."""
+def torch_step_times_subprocess(d: int, n_layer: int, steps: int, threads: list[int],
+                                bf16: bool = False) -> dict[int, list[float]]:
+    """Step times of the PyTorch reference at each thread count of ``threads`` (in that order, one
+    process: starting a child per thread count cost more than the timing), run in a child process: in one
+    process the two frameworks' spinning thread pools starve each other (torch measured 5-10x slower there)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--torch-child", f"{d}:{n_layer}",
-           "--steps", str(steps), "--threads", str(threads)] + (["--torch-bf16"] if bf16 else [])
+           "--steps", str(steps), "--child-threads", ",".join(map(str, threads))] + (["--torch-bf16"] if bf16 else [])
     # Passive OpenMP waits: on a shared machine spinning barriers with a descheduled partner
     # thread made 2-thread torch steps 2-10x slower and erratic.
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     res = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     out = json.loads(res.stdout.strip().splitlines()[-1])
-    return out["times"]
+    return {int(th): times for th, times in out["times"].items()}
 
 
 def torch_batches(tokens: np.ndarray, n_batches: int = 8) -> list:
@@ -149,6 +150,7 @@ def main() -> None:
     ap.add_argument("--torch-bf16", action="store_true",
                     help="also time the PyTorch loop under bf16 autocast (the stretch reference)")
     ap.add_argument("--torch-child", help=argparse.SUPPRESS)  # internal: d:L, time torch only
+    ap.add_argument("--child-threads", help=argparse.SUPPRESS)  # internal: thread counts the child times
     args = ap.parse_args()
     try:
         import torch
@@ -169,7 +171,12 @@ def main() -> None:
 
         run = torch_stepper(model_cfg(d, n_layer), torch_batches(load_corpus().train), bf16=args.torch_bf16)
         run()  # warm up: AdamW allocates its state on the first step
-        print(json.dumps({"times": _step_times(run, args.steps)}))
+        times = {}
+        for th in (int(v) for v in args.child_threads.split(",")):
+            torch.set_num_threads(th)
+            run()  # the pool at its new size
+            times[th] = _step_times(run, args.steps)
+        print(json.dumps({"times": times}))
         return
     from scalefit.training.corpus import load_corpus
 
@@ -192,10 +199,12 @@ def main() -> None:
         jrun(), jrun()  # compile and warm up
         # Alternate JAX and torch rounds so a change in the machine's load hits both.
         jt, tt = [], {th: [] for th in (torch_threads if has_torch else [])}
-        for _ in range(args.rounds):
+        for r in range(args.rounds):
             jt += _step_times(jrun, args.steps)
-            for th in tt:
-                tt[th] += torch_step_times_subprocess(d, n_layer, args.steps, th)
+            if tt:  # thread counts in alternating order, so neither is always timed first
+                order = list(tt)[::-1] if r % 2 else list(tt)
+                for th, times in torch_step_times_subprocess(d, n_layer, args.steps, order).items():
+                    tt[th] += times
         tj = statistics.median(jt)
         # The reference is torch at its best thread count on this machine right now.
         tt, t_th = min(((statistics.median(v), th) for th, v in tt.items()), default=(None, None))
@@ -205,7 +214,8 @@ def main() -> None:
             bf16_col = f" {fpt * BATCH * SEQ / t16 / 1e9:>13.1f}"
         vs_b = "NA"
         if args.torch_bf16 and tt is not None:
-            tb = statistics.median(torch_step_times_subprocess(d, n_layer, args.steps * args.rounds, t_th, bf16=True))
+            tb = statistics.median(torch_step_times_subprocess(d, n_layer, args.steps * args.rounds, [t_th],
+                                                               bf16=True)[t_th])
             vs_b = f"{tb / min(tj, t16 or tj):.2f}"  # the faster JAX step against torch's autocast loop
             bf16_col += f" {fpt * BATCH * SEQ / tb / 1e9:>15.1f} {vs_b:>13}"
         peaks.append(matmul_peak())

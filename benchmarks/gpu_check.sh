@@ -14,7 +14,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 tiny=()
 if [ -n "${GPU_CHECK_TINY:-}" ]; then tiny=(--tiny); fi
-budget="${GPU_CHECK_BUDGET_S:-200}"     # seconds per framework; the sizes left when it runs low are skipped
+budget="${GPU_CHECK_BUDGET_S:-180}"     # seconds per framework (two parts, each killed at +40 s: under 8 min in all); the sizes left when it runs low are skipped
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 start=$SECONDS

@@ -42,6 +42,7 @@ def _quickstart(args) -> int:
     from scalefit.report.build import build_report
     from scalefit.sweep.plan import plan_sweep, read_sweep_file
     from scalefit.sweep.run import run_sweep
+    from scalefit.sweep.timing import summarize_overhead
 
     t0 = time.perf_counter()
     from scalefit.resources import sweep_file
@@ -54,7 +55,8 @@ def _quickstart(args) -> int:
     c_kind = CKind.parse(design.get("flops_convention", "exact"))
     store = Path(args.runs) if args.runs else Path("runs") / plan.name
     print(f"[1/2] sweep {plan.source}: {len(plan.runs)} runs, {plan.total_flops():.3g} FLOPs -> {store}")
-    run_sweep(plan, store, executor="parallel", jobs=args.jobs)
+    swept = run_sweep(plan, store, executor="parallel", jobs=args.jobs)
+    print(f"overhead: {summarize_overhead(swept.timings, swept.wall, swept.workers)}")
     budgets = sorted({r.budget for r in plan.runs if r.budget is not None})
     held = sum(r.budget == budgets[-1] for r in plan.runs) if budgets else 0.15
     print(f"[2/2] fit, approaches, backtest on the largest budget, forecasts -> {args.out}")

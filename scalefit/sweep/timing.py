@@ -89,7 +89,9 @@ def split_wall(marks: list[tuple[float, MetricRecord]], t_call: float, t_end: fl
     n_first = (marks[0][1].step - start_step) if marks else 0
     setup = max(0.0, first - n_first * step_t)
     ck += max(0.0, t_end - marks[-1][0]) if marks else 0.0
-    train = steps * step_t
+    # steps x the plain intervals' mean can exceed what the call had left when the steps of the other
+    # intervals ran faster (a machine whose load fell): training is at most the wall the overhead left.
+    train = min(steps * step_t, max(0.0, (t_end - t_call) - setup - ev - ck))
     wall = (t_end - t_call) + startup
     return Timing(wall, train, startup, setup, ev, ck, steps)
 
