@@ -18,7 +18,9 @@ Figures are medians over timed steps; on a shared machine expect +-15% or worse 
 printed).
 
     python3 benchmarks/bench_train.py [--steps 3] [--rounds 2] [--sizes 128:4,256:4,384:6]
-                                      [--threads N] [--moe-experts 8] [--bf16]
+                                      [--threads N] [--moe-experts 8] [--bf16] [--torch-bf16]
+
+(b) is benchmarks/torch_ref.py; with --torch-bf16 the same loop also runs under bf16 autocast.
 """
 
 from __future__ import annotations
@@ -116,81 +118,24 @@ def _step_times(fn, steps: int) -> list[float]:
     return times
 
 
-def torch_step_times_subprocess(d: int, n_layer: int, steps: int, threads: int) -> list[float] | None:
-    """Step times of the PyTorch reference, run in a child process: in one process the two
-    frameworks' spinning thread pools starve each other (torch measured 5-10x slower there)."""
+def torch_step_times_subprocess(d: int, n_layer: int, steps: int, threads: list[int],
+                                bf16: bool = False) -> dict[int, list[float]]:
+    """Step times of the PyTorch reference at each thread count of ``threads`` (in that order, one
+    process: starting a child per thread count cost more than the timing), run in a child process: in one
+    process the two frameworks' spinning thread pools starve each other (torch measured 5-10x slower there)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--torch-child", f"{d}:{n_layer}",
-           "--steps", str(steps), "--threads", str(threads)]
+           "--steps", str(steps), "--child-threads", ",".join(map(str, threads))] + (["--torch-bf16"] if bf16 else [])
     # Passive OpenMP waits: on a shared machine spinning barriers with a descheduled partner
     # thread made 2-thread torch steps 2-10x slower and erratic.
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     res = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     out = json.loads(res.stdout.strip().splitlines()[-1])
-    return out["times"]
+    return {int(th): times for th, times in out["times"].items()}
 
 
-def torch_stepper(cfg: ModelConfig, tokens: np.ndarray, n_batches: int = 8) -> Callable[[], None] | None:
-    """A closure running the same model and AdamW step in plain PyTorch eager (f32); None without
-    torch."""
-    try:
-        import torch
-        import torch.nn.functional as F
-    except ImportError:
-        return None
-    torch.manual_seed(0)
-    d, L, h, f, V = cfg.d_model, cfg.n_layer, cfg.n_head, cfg.d_ff, cfg.vocab_size
-    hd = d // h
-
-    def p(*shape, std):
-        return torch.nn.Parameter(torch.randn(*shape) * std)
-
-    params = {"embed": p(V, d, std=0.02), "unembed": p(d, V, std=0.02),
-              "final_norm": torch.nn.Parameter(torch.ones(d))}
-    layers = []
-    for _ in range(L):
-        lay = {"attn_norm": torch.nn.Parameter(torch.ones(d)), "mlp_norm": torch.nn.Parameter(torch.ones(d)),
-               "wqkv": p(d, 3 * d, std=d**-0.5), "wo": p(d, d, std=(2 * L * d) ** -0.5),
-               "w_in": p(d, 2 * f, std=d**-0.5), "w_out": p(f, d, std=(2 * L * f) ** -0.5)}
-        layers.append(lay)
-    all_params = list(params.values()) + [v for lay in layers for v in lay.values()]
-    inv = cfg.rope_base ** (-torch.arange(0, hd // 2, dtype=torch.float64) * 2 / hd)
-    ang = torch.arange(SEQ, dtype=torch.float64)[:, None] * inv[None]  # [T, hd/2]
-    cos, sin = ang.cos().float()[None, None], ang.sin().float()[None, None]  # [1, 1, T, hd/2]
-
-    def rms(x, g):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * g
-
-    def rope(x):  # x [B, H, T, hd], rotate-half layout
-        x1, x2 = x[..., : hd // 2], x[..., hd // 2:]
-        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
-
-    def loss_fn(x, y):
-        b, t = x.shape
-        z = F.embedding(x.reshape(-1), params["embed"])  # [B*T, d]
-        for lay in layers:
-            qkv = (rms(z, lay["attn_norm"]) @ lay["wqkv"]).view(b, t, 3, h, hd).permute(2, 0, 3, 1, 4)
-            q, k, v = rope(qkv[0]), rope(qkv[1]), qkv[2]  # each [B, H, T, hd]
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [B, H, T, hd]
-            z = z + a.transpose(1, 2).reshape(b * t, d) @ lay["wo"]
-            hid = rms(z, lay["mlp_norm"]) @ lay["w_in"]  # [B*T, 2F]
-            z = z + (F.silu(hid[:, :f]) * hid[:, f:]) @ lay["w_out"]
-        logits = rms(z, params["final_norm"]) @ params["unembed"]  # [B*T, V]
-        return F.cross_entropy(logits, y.reshape(-1))
-
-    opt = torch.optim.AdamW(all_params, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
-    batches = [tuple(torch.from_numpy(a.astype(np.int64)) for a in get_batch(tokens, i, BATCH, SEQ, 0))
-               for i in range(n_batches)]
-    it = iter(range(10**9))
-
-    def run():
-        x, y = batches[next(it) % len(batches)]
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(all_params, 1.0)
-        opt.step()
-
-    return run
+def torch_batches(tokens: np.ndarray, n_batches: int = 8) -> list:
+    """The host batches both frameworks cycle through."""
+    return [get_batch(tokens, i, BATCH, SEQ, 0) for i in range(n_batches)]
 
 
 def main() -> None:
@@ -202,7 +147,10 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true",
                     help="also time JAX with bf16 matmul inputs (f32 accumulation)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating JAX/torch rounds per size")
+    ap.add_argument("--torch-bf16", action="store_true",
+                    help="also time the PyTorch loop under bf16 autocast (the stretch reference)")
     ap.add_argument("--torch-child", help=argparse.SUPPRESS)  # internal: d:L, time torch only
+    ap.add_argument("--child-threads", help=argparse.SUPPRESS)  # internal: thread counts the child times
     args = ap.parse_args()
     try:
         import torch
@@ -219,9 +167,16 @@ def main() -> None:
         d, n_layer = (int(v) for v in args.torch_child.split(":"))
         from scalefit.training.corpus import load_corpus
 
-        run = torch_stepper(model_cfg(d, n_layer), load_corpus().train)
+        from torch_ref import torch_stepper  # beside this file
+
+        run = torch_stepper(model_cfg(d, n_layer), torch_batches(load_corpus().train), bf16=args.torch_bf16)
         run()  # warm up: AdamW allocates its state on the first step
-        print(json.dumps({"times": _step_times(run, args.steps)}))
+        times = {}
+        for th in (int(v) for v in args.child_threads.split(",")):
+            torch.set_num_threads(th)
+            run()  # the pool at its new size
+            times[th] = _step_times(run, args.steps)
+        print(json.dumps({"times": times}))
         return
     from scalefit.training.corpus import load_corpus
 
@@ -233,7 +188,8 @@ def main() -> None:
           "JAX and torch rounds alternated so both see the same load\n")
     print(f"{'model':>14} {'N_total':>9} {'MFLOP/tok':>9} {'jax tok/s':>10} {'jax GF/s':>9} "
           f"{'peak_frac':>9} {'torch tok/s':>11} {'torch GF/s':>10} {'jax/torch':>9}"
-          + (f" {'jax bf16 GF/s':>13}" if args.bf16 else ""))
+          + (f" {'jax bf16 GF/s':>13}" if args.bf16 else "")
+          + (f" {'torch bf16 GF/s':>15} {'jax/torch16':>13}" if args.torch_bf16 else ""))
     rows = []
     for pair in args.sizes.split(","):
         d, n_layer = (int(v) for v in pair.split(":"))
@@ -243,17 +199,25 @@ def main() -> None:
         jrun(), jrun()  # compile and warm up
         # Alternate JAX and torch rounds so a change in the machine's load hits both.
         jt, tt = [], {th: [] for th in (torch_threads if has_torch else [])}
-        for _ in range(args.rounds):
+        for r in range(args.rounds):
             jt += _step_times(jrun, args.steps)
-            for th in tt:
-                tt[th] += torch_step_times_subprocess(d, n_layer, args.steps, th)
+            if tt:  # thread counts in alternating order, so neither is always timed first
+                order = list(tt)[::-1] if r % 2 else list(tt)
+                for th, times in torch_step_times_subprocess(d, n_layer, args.steps, order).items():
+                    tt[th] += times
         tj = statistics.median(jt)
         # The reference is torch at its best thread count on this machine right now.
         tt, t_th = min(((statistics.median(v), th) for th, v in tt.items()), default=(None, None))
-        bf16_col = ""
+        bf16_col, t16 = "", None
         if args.bf16:
             t16 = jax_step_time(cfg.with_overrides(compute_dtype="bfloat16"), args.steps, tokens)
             bf16_col = f" {fpt * BATCH * SEQ / t16 / 1e9:>13.1f}"
+        vs_b = "NA"
+        if args.torch_bf16 and tt is not None:
+            tb = statistics.median(torch_step_times_subprocess(d, n_layer, args.steps * args.rounds, [t_th],
+                                                               bf16=True)[t_th])
+            vs_b = f"{tb / min(tj, t16 or tj):.2f}"  # the faster JAX step against torch's autocast loop
+            bf16_col += f" {fpt * BATCH * SEQ / tb / 1e9:>15.1f} {vs_b:>13}"
         peaks.append(matmul_peak())
         peak = max(peaks)  # the best the machine showed so far: load only ever lowers it
         tps_j = BATCH * SEQ / tj
@@ -266,7 +230,7 @@ def main() -> None:
             t_cols = f"{f'({t_th}t) {tps_t:.0f}':>11} {fpt * tps_t / 1e9:>10.1f} {vs:>9}"
         print(f"{f'd={d} L={n_layer}':>14} {counting.param_counts(cfg).total:>9d} {fpt / 1e6:>9.2f} "
               f"{tps_j:>10.0f} {gf_j:>9.1f} {gf_j / peak:>9.2f} {t_cols}" + bf16_col, flush=True)
-        rows.append((d, n_layer, tps_j, gf_j, vs))
+        rows.append((d, n_layer, tps_j, gf_j, vs, vs_b))
 
     # MoE: E experts, top-1, each expert as wide as the dense MLP -> same active parameters.
     dense = model_cfg(128, 4)
@@ -283,9 +247,9 @@ def main() -> None:
     print(f"f32 matmul peak (2048^3 jnp.dot, best of {len(peaks)} measurements through the run: "
           f"{', '.join(f'{p:.0f}' for p in peaks)}): {peak:.1f} GFLOP/s; the table's peak_frac used "
           "the best so far at its row")
-    for d, n_layer, tps_j, gf_j, vs in rows:
+    for d, n_layer, tps_j, gf_j, vs, vs_b in rows:
         print(f"bench_train d={d} L={n_layer} tokens_per_s={tps_j:.0f} gflops={gf_j:.1f} "
-              f"peak_frac={gf_j / peak:.2f} vs_torch={vs}")
+              f"peak_frac={gf_j / peak:.2f} vs_torch={vs}" + (f" vs_torch_bf16={vs_b}" if args.torch_bf16 else ""))
     print(f"bench_train moe E={args.moe_experts} top1 d=128 L=4 time_per_token_vs_dense={ratio:.2f}")
 
 

@@ -54,6 +54,7 @@ _API = {
     # training and sweeps
     "ModelConfig": "scalefit.training.config", "TrainConfig": "scalefit.training.config",
     "RunSpec": "scalefit.training.config", "PRESETS": "scalefit.training.config",
+    "ComputeConfig": "scalefit.training.config",
     "train": "scalefit.training.loop", "plan_sweep": "scalefit.sweep.plan", "run_sweep": "scalefit.sweep.run",
 }
 

@@ -16,13 +16,13 @@ from scalefit.conventions import CKind, NKind
 
 def add_quickstart(sub) -> None:
     p = sub.add_parser("quickstart", help="train a small IsoFLOP sweep here, fit, backtest, forecast, report",
-                       description="Run experiments/quickstart.toml on this machine (finished runs are "
-                                   "reused), fit all approaches, backtest the largest budget, forecast "
-                                   "10x and 100x it, and write the report.")
+                       description="Run experiments/quickstart.toml here (finished runs are reused), fit all "
+                                   "approaches, backtest the largest budget, forecast 10x and 100x it, report.")
     p.add_argument("--sweep", default=None, help="sweep file or shipped sweep name (default: quickstart)")
     p.add_argument("--runs", default=None, help="run store folder (default: runs/<sweep name>)")
     p.add_argument("--out", default="report/quickstart", help="report folder")
     p.add_argument("--bootstrap", type=positive_int, default=200, help="bootstrap resamples of the fit")
+    p.add_argument("--jobs", type=positive_int, default=None, help="runs trained at once (default: one per core)")
     p.set_defaults(func=_quickstart)
 
 
@@ -42,6 +42,7 @@ def _quickstart(args) -> int:
     from scalefit.report.build import build_report
     from scalefit.sweep.plan import plan_sweep, read_sweep_file
     from scalefit.sweep.run import run_sweep
+    from scalefit.sweep.timing import summarize_overhead
 
     t0 = time.perf_counter()
     from scalefit.resources import sweep_file
@@ -54,7 +55,8 @@ def _quickstart(args) -> int:
     c_kind = CKind.parse(design.get("flops_convention", "exact"))
     store = Path(args.runs) if args.runs else Path("runs") / plan.name
     print(f"[1/2] sweep {plan.source}: {len(plan.runs)} runs, {plan.total_flops():.3g} FLOPs -> {store}")
-    run_sweep(plan, store)
+    swept = run_sweep(plan, store, executor="parallel", jobs=args.jobs)
+    print(f"overhead: {summarize_overhead(swept.timings, swept.wall, swept.workers)}")
     budgets = sorted({r.budget for r in plan.runs if r.budget is not None})
     held = sum(r.budget == budgets[-1] for r in plan.runs) if budgets else 0.15
     print(f"[2/2] fit, approaches, backtest on the largest budget, forecasts -> {args.out}")

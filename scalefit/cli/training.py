@@ -33,12 +33,18 @@ def add_train(sub) -> None:
     p.add_argument("--log-every", type=int, default=10, help="steps between metrics lines")
     p.add_argument("--corpus", help="text file or folder (default: the Python standard library)")
     p.add_argument("--out", help="run folder (default: runs/<preset>); an unfinished one is resumed")
+    p.add_argument("--devices", type=int, default=None,
+                   help="devices the batch is split over (default: all; not part of the run)")
+    p.add_argument("--params", choices=["replicated", "fsdp"], default="replicated",
+                   help="the training state whole on every device, or sharded over them (FSDP)")
+    p.add_argument("--attention", default="auto",
+                   help="attention kernel: auto (the backend's fastest), chunked, xla or cudnn (docs/training.md)")
     p.set_defaults(func=_train)
 
 
 def _train(args) -> int:
     from scalefit.store.records import RunStatus
-    from scalefit.training.config import TrainConfig, get_preset
+    from scalefit.training.config import ComputeConfig, TrainConfig, get_preset
     from scalefit.training.loop import train
 
     model_cfg = get_preset(args.preset)
@@ -53,7 +59,8 @@ def _train(args) -> int:
         flops_convention=args.flops_convention, seed=args.seed,
         checkpoint_every=args.checkpoint_every, log_every=args.log_every)
     out = args.out or f"runs/{args.preset}"
-    s = train(model_cfg, train_cfg, out, corpus=args.corpus, progress=True)
+    compute = ComputeConfig(devices=args.devices, params=args.params, attention=args.attention)
+    s = train(model_cfg, train_cfg, out, corpus=args.corpus, progress=True, compute=compute)
     ev = "n/a" if s.final_eval_loss is None else f"{s.final_eval_loss:.4f}"
     print(f"{out}: {s.status} after {s.steps} steps, {s.tokens:.4g} tokens, "
           f"{s.flops_exact:.4g} FLOPs (exact), eval loss {ev} nats/token, {s.wall_time:.1f} s")
@@ -75,8 +82,10 @@ def add_sweep(sub) -> None:
     plan.set_defaults(func=_sweep_plan)
     run = ssub.add_parser("run", help="train every unfinished run of a sweep file (resumable)")
     run.add_argument("file", help="sweep file (TOML, see docs/sweeps.md) or a shipped sweep's name (quickstart, ...)")
-    run.add_argument("--executor", choices=list(EXECUTORS), default="local",
-                     help="; ".join(f"{name}: {e.help}" for name, e in EXECUTORS.items()))
+    run.add_argument("--executor", choices=list(EXECUTORS), default="parallel",
+                     help="; ".join(f"{name}: {e.help}" for name, e in EXECUTORS.items()) + " (default: parallel)")
+    run.add_argument("--jobs", type=int, default=None,
+                     help="runs trained at once by the parallel executor (default: one per core)")
     run.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
     run.add_argument("--out", default=None, help="run store folder (default: runs/<sweep name>)")
     run.add_argument("--retry-diverged", action="store_true", help="train diverged runs again")
@@ -107,8 +116,8 @@ def _sweep_run(args) -> int:
     from scalefit.sweep.timing import summarize_overhead
 
     rep = run_sweep(sweep_file(args.file), args.out, executor=args.executor, ray_address=args.ray_address,
-                    retry_diverged=args.retry_diverged)
-    print(f"overhead: {summarize_overhead(rep.timings)}")
+                    jobs=args.jobs, retry_diverged=args.retry_diverged)
+    print(f"overhead: {summarize_overhead(rep.timings, rep.wall, rep.workers)}")
     print(f"sweep wall time {rep.wall:.1f} s; run table: scalefit runs ls {rep.out}")
     return 0
 

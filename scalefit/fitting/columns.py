@@ -241,3 +241,20 @@ def _upstream_notes(attrs: dict) -> list[str]:
 def c_kind_from_attrs(attrs: dict) -> str | None:
     conv = str(attrs.get("c_convention", ""))
     return next((k for k in CKind if conv.startswith(k.value)), None)
+
+
+def missing_message(field: str, df: pd.DataFrame, where: str, also: str = "") -> str:
+    """The error for a field no column holds: the names tried, the columns there, the keyword to name it."""
+    tried = ", ".join(repr(c) for c in CANDIDATES[field])
+    return (
+        f"no {field} column in {where}: tried {tried}{' ' + also if also else ''}; "
+        f"columns available: {list(df.columns)}; name it with {field.lower()}_col=..."
+    )
+
+
+def row_labels(df: pd.DataFrame, notes: list[str]) -> list:
+    """The source's row labels for exclusion reasons; positions when the labels repeat (said in the notes)."""
+    if df.index.is_unique:
+        return list(df.index)
+    notes.append("source index has duplicate labels: rows are numbered by position instead")
+    return list(range(len(df)))

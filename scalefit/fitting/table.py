@@ -198,9 +198,9 @@ def load_table(
     explicit = {"D": d_col, "C": c_col, "loss": loss_col, "run": run_col, "weight": weight_col}
     cols = {"N": n.column, **{f: col_io.column(df, f, explicit[f], where_phrase) for f in explicit}}
     if cols["loss"] is None:
-        raise ValueError(_missing("loss", df, where_phrase))
+        raise ValueError(col_io.missing_message("loss", df, where_phrase))
     if cols["D"] is None and cols["C"] is None:
-        raise ValueError(_missing("D", df, where_phrase, also="and no C column to derive it from (D = C / 6N)"))
+        raise ValueError(col_io.missing_message("D", df, where_phrase, also="and no C column to derive it from (D = C / 6N)"))
     extra_per = [p for p in best_per if p not in select.FITTER_COLUMNS] if best_of else []
     for what, names in (("keep", keep), ("by", by), ("best_of", [best_of] if best_of else []),
                         ("best_per", extra_per)):
@@ -218,7 +218,7 @@ def load_table(
         notes.append(f"N <- {n.column!r}: {n.how}")
     warnings = col_io.unused_n_warnings(n.column, n_kind, n.others, declared="n_convention" in df.attrs)
     bad: dict[object, list[str]] = {}
-    rows = _row_labels(df, notes)
+    rows = col_io.row_labels(df, notes)
     num = {f: cells.numeric(df, f, cols[f], rows, bad) for f in ("N", "D", "C", "loss", "weight") if cols[f]}
     for name, col in named.items():
         num[name] = cells.numeric(df, name, col, rows, bad)
@@ -345,21 +345,6 @@ def _names(cols) -> list[str]:
 
 def _extra(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in _BASE]
-
-
-def _missing(field: str, df: pd.DataFrame, where: str, also: str = "") -> str:
-    tried = ", ".join(repr(c) for c in CANDIDATES[field])
-    return (
-        f"no {field} column in {where}: tried {tried}{' ' + also if also else ''}; "
-        f"columns available: {list(df.columns)}; name it with {field.lower()}_col=..."
-    )
-
-
-def _row_labels(df: pd.DataFrame, notes: list[str]) -> list:
-    if df.index.is_unique:
-        return list(df.index)
-    notes.append("source index has duplicate labels: rows are numbered by position instead")
-    return list(range(len(df)))
 
 
 def _fingerprint(frame: pd.DataFrame, extra: list[str]) -> str:

@@ -35,17 +35,26 @@ class Executor(Protocol):
         """Release what the executor holds (processes, a cluster it started)."""
 
 
-# (plan, store folder, *, address, log) -> an open Executor.
+# (plan, store folder, *, address, jobs, log) -> an open Executor.
 Opener = Callable[..., Executor]
 
 
-def _open_local(plan: SweepPlan, out: Path, *, address: str | None, log: Callable[[str], None]) -> Executor:
+def _open_local(plan: SweepPlan, out: Path, *, address: str | None, jobs: int | None,
+                log: Callable[[str], None]) -> Executor:
     from scalefit.sweep.local_executor import LocalExecutor
 
     return LocalExecutor(plan, out)
 
 
-def _open_ray(plan: SweepPlan, out: Path, *, address: str | None, log: Callable[[str], None]) -> Executor:
+def _open_parallel(plan: SweepPlan, out: Path, *, address: str | None, jobs: int | None,
+                   log: Callable[[str], None]) -> Executor:
+    from scalefit.sweep.parallel_executor import ParallelExecutor
+
+    return ParallelExecutor(plan, out, jobs=jobs, log=log)
+
+
+def _open_ray(plan: SweepPlan, out: Path, *, address: str | None, jobs: int | None,
+              log: Callable[[str], None]) -> Executor:
     from scalefit.sweep.ray_executor import RayExecutor
 
     return RayExecutor(plan, out, address=address, log=log)
@@ -55,12 +64,15 @@ def _open_ray(plan: SweepPlan, out: Path, *, address: str | None, log: Callable[
 class ExecutorEntry:
     """One executor of the registry."""
 
-    open: Opener  # opens it for a plan and a store; ``address`` is where it runs (Ray: a cluster)
+    open: Opener  # opens it for a plan and a store; ``address`` is where it runs (Ray: a cluster), ``jobs``
+    #               how many runs at once where the executor chooses (parallel: None = one per core)
     help: str  # one line for the CLI
 
 
 EXECUTORS: dict[str, ExecutorEntry] = {
     "local": ExecutorEntry(_open_local, "one run after another in this process"),
+    "parallel": ExecutorEntry(_open_parallel, "--jobs runs at once (default: one per core), each in a worker "
+                                              "process pinned to its cores"),
     "ray": ExecutorEntry(_open_ray, "one run per worker CPU on a Ray cluster (--ray-address; a local one if "
                                     "omitted; the store must be on a shared filesystem)"),
 }

@@ -38,6 +38,7 @@ class SweepReport:
     trained: tuple[str, ...]  # run ids trained by this call, in the order they finished
     timings: Mapping[str, TimingRecord]  # run id -> where its wall time went (scalefit.sweep.timing.Timing)
     wall: float  # seconds this call spent training (the executor's life)
+    workers: int = 1  # runs the executor trained at once (its slots)
 
 
 def _todo(plan: SweepPlan, out: Path, retry_diverged: bool) -> tuple[list[PlannedRun], dict[str, RunStatus]]:
@@ -56,14 +57,17 @@ def _todo(plan: SweepPlan, out: Path, retry_diverged: bool) -> tuple[list[Planne
 
 
 def run_sweep(sweep: str | os.PathLike | SweepPlan, out: str | os.PathLike | None = None, *,
-              executor: str = "local", ray_address: str | None = None, retry_diverged: bool = False,
-              progress: bool = True, log: Callable[[str], None] = print) -> SweepReport:
+              executor: str = "local", ray_address: str | None = None, jobs: int | None = None,
+              retry_diverged: bool = False, progress: bool = True,
+              log: Callable[[str], None] = print) -> SweepReport:
     """Train every run of a sweep file (or plan) that is not finished; return what was found and done.
 
     out: run store folder (default runs/<sweep name>). executor: a name in
-    scalefit.sweep.executors.EXECUTORS: "local" (one run after another in this process) or "ray" (one
-    worker per CPU of the Ray cluster at ``ray_address``, a local one if None; every worker writes to
-    ``out``, which must be a shared filesystem).
+    scalefit.sweep.executors.EXECUTORS: "local" (one run after another in this process), "parallel"
+    (``jobs`` pinned worker processes, one per core when None) or "ray" (one worker per CPU of the Ray
+    cluster at ``ray_address``, a local one if None; every worker writes to ``out``, which must be a
+    shared filesystem). With more than one slot the longest runs go first (by FLOPs), which ends the
+    sweep sooner than plan order; parents still come before their children.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {', '.join(map(repr, EXECUTORS))}, got {executor!r}")
@@ -81,23 +85,26 @@ def run_sweep(sweep: str | os.PathLike | SweepPlan, out: str | os.PathLike | Non
         f"{' (retried)' if retry_diverged else ' (kept; --retry-diverged trains them again)'}, "
         f"{len(todo)} to train -> {out}")
     t0 = time.perf_counter()
-    pool = EXECUTORS[executor].open(plan, out, address=ray_address, log=log)
+    pool = EXECUTORS[executor].open(plan, out, address=ray_address, jobs=jobs, log=log)
     try:
         timings = _drive(plan, todo, out, pool, progress, log)
     finally:
         pool.close()
-    return SweepReport(out, found, tuple(timings), timings, time.perf_counter() - t0)
+    return SweepReport(out, found, tuple(timings), timings, time.perf_counter() - t0, pool.slots)
 
 
 def _drive(plan: SweepPlan, todo: list[PlannedRun], out: Path, pool: Executor, progress: bool,
            log: Callable[[str], None]) -> dict[str, TimingRecord]:
     """Submit each run of ``todo`` once its parent has completed, in plan order and at most
-    ``pool.slots`` at a time; log each result. Returns run id -> timing, in the order they finished."""
+    ``pool.slots`` at a time (longest first when several); log each result. Returns run id -> timing, in
+    the order they finished."""
     own = {r.spec.run_id: r.flops_exact * r.own_steps / r.steps for r in todo}  # FLOPs each run computes
     bar = tqdm(total=sum(own.values()), unit="FLOP", unit_scale=True, disable=not progress, dynamic_ncols=True,
-               desc=f"{plan.name} 0/{len(todo)} runs")
+               desc=_progress(plan, {}, todo, {}))
     say = bar.write if progress else log
-    waiting = list(todo)  # plan order: a parent comes before its children
+    # One slot: plan order. Several: longest first, so no long run starts last and idles the other slots
+    # (a child still waits for its parent, below).
+    waiting = list(todo) if pool.slots == 1 else sorted(todo, key=lambda r: -own[r.spec.run_id])
     running: dict[str, PlannedRun] = {}
     timings: dict[str, TimingRecord] = {}
     try:
@@ -114,16 +121,22 @@ def _drive(plan: SweepPlan, todo: list[PlannedRun], out: Path, pool: Executor, p
                     continue
                 pool.submit(r)
                 running[r.spec.run_id] = r
+                bar.set_description(_progress(plan, timings, todo, running))
             if not running:
                 continue  # every run left was skipped
             res = pool.wait()
             r = running.pop(res.run_id)
             timings[res.run_id] = res.timing
             bar.update(own[res.run_id])
-            bar.set_description(f"{plan.name} {len(timings)}/{len(todo)} runs")
+            bar.set_description(_progress(plan, timings, todo, running))
             ev = res.summary.final_eval_loss
             say(f"{r.label:24s} {res.summary.status:9s} eval {ev if ev is None else f'{ev:.4f}'}  "
                 + res.timing.line())
     finally:
         bar.close()
     return timings
+
+
+def _progress(plan: SweepPlan, done: Mapping, todo: list, running: Mapping) -> str:
+    """The bar's label: runs finished of those to train, and how many are training now."""
+    return f"{plan.name} {len(done)}/{len(todo)} runs" + (f", {len(running)} training" if running else "")

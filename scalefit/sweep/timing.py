@@ -89,7 +89,9 @@ def split_wall(marks: list[tuple[float, MetricRecord]], t_call: float, t_end: fl
     n_first = (marks[0][1].step - start_step) if marks else 0
     setup = max(0.0, first - n_first * step_t)
     ck += max(0.0, t_end - marks[-1][0]) if marks else 0.0
-    train = steps * step_t
+    # steps x the plain intervals' mean can exceed what the call had left when the steps of the other
+    # intervals ran faster (a machine whose load fell): training is at most the wall the overhead left.
+    train = min(steps * step_t, max(0.0, (t_end - t_call) - setup - ev - ck))
     wall = (t_end - t_call) + startup
     return Timing(wall, train, startup, setup, ev, ck, steps)
 
@@ -141,8 +143,9 @@ def estimate_wall(run: PlannedRun, cal: Calibration) -> float:
     return cal.compile + run.own_steps * step_t + evals
 
 
-def summarize_overhead(timings: Mapping[str, Timing]) -> str:
-    """One line: summed wall, training and overhead over the trained runs (run id -> Timing)."""
+def summarize_overhead(timings: Mapping[str, Timing], sweep_wall: float | None = None, workers: int = 1) -> str:
+    """One line: summed wall, training and overhead over the trained runs (run id -> Timing); with the
+    sweep's own wall time and its executor's workers, how much of the runs' wall ran side by side."""
     if not timings:
         return "no runs trained"
     ts = list(timings.values())
@@ -151,4 +154,6 @@ def summarize_overhead(timings: Mapping[str, Timing]) -> str:
     return (f"{len(ts)} runs: wall {wall:.1f}s, training {train:.1f}s, overhead {100 * (1 - train / wall):.1f}% "
             f"(worst run {100 * worst:.1f}%; start {sum(t.startup for t in ts):.1f}s, setup+compile "
             f"{sum(t.setup_compile for t in ts):.1f}s, eval {sum(t.evaluation for t in ts):.1f}s, ckpt/io "
-            f"{sum(t.checkpoint for t in ts):.1f}s, other {sum(t.other for t in ts):.1f}s)")
+            f"{sum(t.checkpoint for t in ts):.1f}s, other {sum(t.other for t in ts):.1f}s)"
+            + (f"; {workers} workers ran the runs' {wall:.1f}s of wall in {sweep_wall:.1f}s ({wall / sweep_wall:.2f}x)"
+               if sweep_wall and workers > 1 else ""))

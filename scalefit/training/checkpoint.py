@@ -21,8 +21,10 @@ from scalefit.store.records import CHECKPOINT_FILE
 def save_checkpoint(run_dir: Path, state, extra: dict[str, float]) -> None:
     """Save every leaf of ``state`` (a pytree) plus scalar ``extra`` values to ckpt/state.npz.
 
-    Leaves are stored in ``jax.tree.flatten`` order; the tree structure is not pickled but rebuilt
-    from a freshly initialized state on load, which also checks that the run's config still matches.
+    Leaves are whole host arrays (`scalefit.training.parallel.to_host` gathers sharded ones), stored in
+    ``jax.tree.flatten`` order, so the file does not depend on the devices that wrote it; the tree
+    structure is not pickled but rebuilt from a freshly initialized state on load, which also checks
+    that the run's config still matches.
     """
     leaves = jax.tree.leaves(state)
     arrays = {f"leaf_{i:05d}": np.asarray(x) for i, x in enumerate(leaves)}
@@ -36,8 +38,9 @@ def save_checkpoint(run_dir: Path, state, extra: dict[str, float]) -> None:
 def load_checkpoint(run_dir: Path, like):
     """Restore a state saved by :func:`save_checkpoint` into the structure of ``like``.
 
-    Returns ``(state, extra)`` or ``None`` when the run has no checkpoint. ValueError when the saved
-    leaves do not match ``like`` in number, shape or dtype (the run directory holds another model).
+    ``like``: a pytree of arrays or `jax.ShapeDtypeStruct`s. Returns ``(state, extra)`` with numpy leaves
+    (whole arrays, for any device layout), or ``None`` when the run has no checkpoint. ValueError when the
+    saved leaves do not match ``like`` in number, shape or dtype (the run directory holds another model).
     """
     path = Path(run_dir) / CHECKPOINT_FILE
     if not path.exists():
@@ -50,10 +53,10 @@ def load_checkpoint(run_dir: Path, like):
         loaded = []
         for i, ref in enumerate(leaves):
             a = z[f"leaf_{i:05d}"]
-            if a.shape != np.shape(ref) or a.dtype != np.asarray(ref).dtype:
+            if a.shape != tuple(ref.shape) or a.dtype != np.dtype(ref.dtype):
                 raise ValueError(
                     f"{path}: array {i} is {a.dtype}{list(a.shape)}, the configured model needs "
-                    f"{np.asarray(ref).dtype}{list(np.shape(ref))}")
+                    f"{np.dtype(ref.dtype)}{list(ref.shape)}")
             loaded.append(a)
         extra = {k[len("extra_"):]: z[k].item() for k in z.files if k.startswith("extra_")}
     return jax.tree.unflatten(treedef, loaded), extra

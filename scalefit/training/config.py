@@ -213,6 +213,35 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+PARAM_LAYOUTS = ("replicated", "fsdp")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComputeConfig:
+    """Where and how a run is computed: the devices, how the training state is laid out on them, and
+    the attention kernel.
+
+    Not part of a run's identity (its run id, the configs spec.json checks on resume): every setting
+    computes the same function, so the losses agree to float rounding (tests/training/test_parallel.py),
+    and a checkpoint written under one setting resumes under any other (4 devices, then 1).
+    """
+
+    devices: int | None = None  # devices on the mesh's data axis (the first n of jax.devices()); None = all
+    params: str = "replicated"  # "replicated": each device holds the whole state; "fsdp": parameters and
+    #                             optimizer moments sharded over the data axis, gathered for each step
+    attention: str = "auto"  # a kernel of scalefit.training.attention.KERNELS, or "auto": the fastest
+    #                          the backend supports for the compute dtype (attention.AUTO)
+
+    def __post_init__(self) -> None:
+        if self.devices is not None and (not isinstance(self.devices, int) or isinstance(self.devices, bool)
+                                         or self.devices <= 0):
+            raise ValueError(f"ComputeConfig.devices must be a positive integer or None (all), got {self.devices!r}")
+        if self.params not in PARAM_LAYOUTS:
+            raise ValueError(f"ComputeConfig.params must be one of {PARAM_LAYOUTS}, got {self.params!r}")
+        if not isinstance(self.attention, str) or not self.attention:
+            raise ValueError(f"ComputeConfig.attention must be a kernel name or 'auto', got {self.attention!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunSpec:
     """One training run: what to train, how, on which corpus, and the name of its run folder."""

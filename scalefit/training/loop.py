@@ -30,7 +30,6 @@ import os
 import platform
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple
 
@@ -46,10 +45,12 @@ from scalefit.store.records import (FINISHED, LOCK_FILE, METRICS_FILE, SPEC_FILE
                                     FlopsPerTokenRecord, MetricRecord, MoeStats, ParamsRecord, RunStatus,
                                     RunSummary, SpecRecord, finite_or_none)
 from scalefit.training import counting, model
+from scalefit.training.host import keep_freed_memory
 from scalefit.training.checkpoint import load_checkpoint, save_checkpoint
-from scalefit.training.config import ModelConfig, RunSpec, TrainConfig
+from scalefit.training.config import ComputeConfig, ModelConfig, RunSpec, TrainConfig
 from scalefit.training.corpus import Corpus, check_length, eval_batches, get_batch, load_corpus
 from scalefit.training.optim import lr_table, make_optimizer, warmup_steps
+from scalefit.training.parallel import Placement, constrain, is_writer, placement, single_device, to_host
 
 LOSS_UNIT = "nats per token (cross-entropy, natural log)"  # spec.json's loss_unit
 
@@ -71,30 +72,45 @@ def eval_schedule(steps: int, n_evals: int) -> frozenset[int]:
     return frozenset(int(s) for s in pts) | {steps}
 
 
-def init_state(model_cfg: ModelConfig, tx: optax.GradientTransformation, seed: int) -> TrainState:
-    """Fresh parameters from ``seed`` and the optimizer state for them, at step 0."""
-    return _make_init(model_cfg, tx)(jax.random.PRNGKey(seed))
+def init_state(model_cfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
+               place: Placement | None = None) -> TrainState:
+    """Fresh parameters from ``seed`` and the optimizer state for them, at step 0, laid out as ``place``
+    says (one device when None). The values do not depend on the layout (JAX's partitionable threefry)."""
+    return _make_init(model_cfg, tx, place or single_device(model_cfg))(jax.random.PRNGKey(seed))
 
 
-# Compiled functions are cached on (model config, optimizer object); make_optimizer(cfg) returns one
-# object per set of graph hyperparameters, so every budget of a model in a process shares them.
+# Compiled functions are cached on (model config, optimizer object, placement); make_optimizer(cfg)
+# returns one object per set of graph hyperparameters, so every budget of a model in a process shares them.
 _COMPILED_CACHE = 64
 
 
-@functools.lru_cache(maxsize=_COMPILED_CACHE)
-def _make_init(model_cfg: ModelConfig, tx: optax.GradientTransformation) -> Callable:
-    """Jitted ``key -> TrainState`` (one program instead of a compiled op per optimizer-state leaf)."""
-
+def _init_fn(model_cfg: ModelConfig, tx: optax.GradientTransformation) -> Callable:
     def init(key: jax.Array) -> TrainState:
         params = model.init_params(model_cfg, key=key)
         return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
 
-    return jax.jit(init)
+    return init
+
+
+def state_shardings(model_cfg: ModelConfig, tx: optax.GradientTransformation, place: Placement):
+    """The TrainState pytree of shardings of ``place`` (traced abstractly: nothing is computed)."""
+    return place.shardings(jax.eval_shape(_init_fn(model_cfg, tx), jax.random.PRNGKey(0)))
 
 
 @functools.lru_cache(maxsize=_COMPILED_CACHE)
-def make_train_step(model_cfg: ModelConfig, tx: optax.GradientTransformation) -> Callable:
+def _make_init(model_cfg: ModelConfig, tx: optax.GradientTransformation, place: Placement) -> Callable:
+    """Jitted ``key -> TrainState`` (one program instead of a compiled op per optimizer-state leaf),
+    created directly in its layout."""
+    return jax.jit(_init_fn(model_cfg, tx), out_shardings=state_shardings(model_cfg, tx, place))
+
+
+def make_train_step(model_cfg: ModelConfig, tx: optax.GradientTransformation,
+                    place: Placement | None = None) -> Callable:
     """Jitted ``(state, x, y, lr=None) -> (state, stats)``: one AdamW step on model.loss_fn's objective.
+
+    ``place`` (one device when None) lays the step out: the batch is split over its data axis and the
+    state keeps its layout (replicated, or FSDP: parameters gathered for the loss, gradients
+    reduce-scattered back to the shards the update runs on); the attention is its kernel.
 
     ``lr`` (float32 []) is the rate of this step, a traced argument, so one compilation serves every
     run length and schedule; with ``lr=None`` the optimizer must carry its own schedule
@@ -104,9 +120,21 @@ def make_train_step(model_cfg: ModelConfig, tx: optax.GradientTransformation) ->
     for the batch before the update.
     """
 
+    return _make_train_step(model_cfg, tx, place or single_device(model_cfg))
+
+
+@functools.lru_cache(maxsize=_COMPILED_CACHE)
+def _make_train_step(model_cfg: ModelConfig, tx: optax.GradientTransformation, place: Placement) -> Callable:
+    keep_freed_memory()  # the step's temporaries come back from the heap, not from freshly faulted pages
+    shard = state_shardings(model_cfg, tx, place)
+    loss_fn = functools.partial(model.loss_fn, cfg=model_cfg, attention_kernel=place.attention)
+
     def step(state: TrainState, x: jax.Array, y: jax.Array, lr: jax.Array | None = None):
-        grad_fn = jax.value_and_grad(model.loss_fn, has_aux=True)
-        (loss, aux), grads = grad_fn(state.params, x, y, model_cfg)
+        x, y = constrain(x, place.batch), constrain(y, place.batch)
+        params = constrain(state.params, place.replicated) if place.sharded else state.params
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y)
+        if place.sharded:  # reduce-scatter; replicated gradients need no hint (which would change fusions)
+            grads = constrain(grads, shard.params)
         fed = {} if lr is None else {"lr": lr}
         updates, opt_state = tx.update(grads, state.opt_state, state.params, **fed)
         params = optax.apply_updates(state.params, updates)
@@ -115,21 +143,32 @@ def make_train_step(model_cfg: ModelConfig, tx: optax.GradientTransformation) ->
                  "grad_norm": optax.tree.norm(grads)}
         return TrainState(params, opt_state, state.step + 1), stats
 
-    return jax.jit(step)
+    return jax.jit(step, out_shardings=(shard, place.replicated))
+
+
+def make_eval_fn(model_cfg: ModelConfig, place: Placement | None = None) -> Callable:
+    """Jitted ``(params, x, y) -> ce``: mean cross-entropy (nats/token) of one batch, laid out as ``place``."""
+    return _make_eval_fn(model_cfg, place or single_device(model_cfg))
 
 
 @functools.lru_cache(maxsize=_COMPILED_CACHE)
-def make_eval_fn(model_cfg: ModelConfig) -> Callable:
-    """Jitted ``(params, x, y) -> ce``: mean cross-entropy (nats/token) of one batch."""
-    return jax.jit(lambda params, x, y: model.loss_fn(params, x, y, model_cfg)[1]["ce"])
+def _make_eval_fn(model_cfg: ModelConfig, place: Placement) -> Callable:
+
+    def ce(params, x, y):
+        x, y = constrain(x, place.batch), constrain(y, place.batch)
+        params = constrain(params, place.replicated) if place.sharded else params
+        return model.loss_fn(params, x, y, model_cfg, attention_kernel=place.attention)[1]["ce"]
+
+    return jax.jit(ce, out_shardings=place.replicated)
 
 
 def evaluate(eval_fn: Callable, params: dict, batches: list) -> float:
     """Mean cross-entropy over fixed validation batches (equal sizes, so the mean of means)."""
-    return float(np.mean([float(eval_fn(params, x, y)) for x, y in batches]))
+    return float(np.mean([float(to_host(eval_fn(params, x, y))) for x, y in batches]))
 
 
-def _spec(model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus, steps: int) -> SpecRecord:
+def _spec(model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus, steps: int,
+          place: Placement) -> SpecRecord:
     pc = counting.param_counts(model_cfg)
     fpt = counting.flops_per_token(model_cfg)
     return SpecRecord(
@@ -142,7 +181,7 @@ def _spec(model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus, steps:
         scalefit_version=scalefit.__version__,
         python_version=platform.python_version(),  # the default corpus is this stdlib's source
         jax_version=jax.__version__, backend=jax.default_backend(),
-        devices=tuple(str(d) for d in jax.devices()))
+        devices=tuple(str(d) for d in place.mesh.devices.flat))
 
 
 def _check_same_config(path: Path, key: str, old: Mapping, new: dict) -> None:
@@ -163,13 +202,17 @@ def _check_same_run(path: Path, old: SpecRecord, new: SpecRecord) -> None:
 
 def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: str | os.PathLike, *,
           corpus: Corpus | str | os.PathLike | None = None, progress: bool = True,
-          on_step: Callable[[MetricRecord], None] | None = None) -> RunSummary:
+          on_step: Callable[[MetricRecord], None] | None = None,
+          compute: ComputeConfig | None = None) -> RunSummary:
     """Train ``model_cfg`` to the budget of ``train_cfg``; write and return the run's summary.
 
     ``corpus``: None for the standard-library corpus, a path to text files, or a loaded Corpus.
     ``on_step`` is called with each metrics record after it is written; an exception it raises stops
     the run (which stays resumable from its last checkpoint). A loss that turns NaN/inf ends the run
-    with status diverged and ``diverged_at_step``; it does not raise.
+    with status diverged and ``diverged_at_step``; it does not raise. ``compute``: the devices, state
+    layout and attention kernel (default: every device, replicated, the fastest kernel); it is not part
+    of the run, so a run resumes under another one. Under `jax.distributed` every process calls `train`
+    on the same (shared) folder; process 0 writes it.
     """
     out = Path(out_dir)
     if (out / SUMMARY_FILE).exists():
@@ -189,23 +232,26 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: str | os.Path
         corpus = load_corpus(corpus)
     check_length(corpus.train, model_cfg.seq_len, f"corpus {corpus.source} (train split)")
     check_length(corpus.val, model_cfg.seq_len, f"corpus {corpus.source} (validation split)")
-    spec = _spec(model_cfg, train_cfg, corpus, steps)
+    place = placement(compute or ComputeConfig(), model_cfg)
+    place.check_batch(train_cfg.batch_size)
+    spec = _spec(model_cfg, train_cfg, corpus, steps, place)
+    writer = is_writer()
     if (out / SPEC_FILE).exists():
         _check_same_run(out / SPEC_FILE, folder.read_spec(out), spec)
-    else:
+    elif writer:
         folder.write_spec(out, spec)
 
-    with _run_lock(out):
+    with _run_lock(out) if writer else contextlib.nullcontext():
         tx = make_optimizer(train_cfg)  # the rate is fed per step from lr_table
-        state = init_state(model_cfg, tx, train_cfg.seed)
-        restored = load_checkpoint(out, state)
+        state = init_state(model_cfg, tx, train_cfg.seed, place)
+        restored = load_checkpoint(out, jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state))
         start, wall0 = 0, 0.0
-        if restored is not None:
-            state, extra = restored
-            state = jax.tree.map(jnp.asarray, state)
-            start, wall0 = int(state.step), float(extra.get("wall_time", 0.0))
-        records = folder.truncate_metrics(out / METRICS_FILE, start)
-        run = _RunContext(model_cfg, train_cfg, out, corpus, spec, tx, progress, on_step)
+        if restored is not None:  # whole host arrays: laid out anew, whatever devices wrote them
+            host, extra = restored
+            state = place.put(host, state_shardings(model_cfg, tx, place))
+            start, wall0 = int(host.step), float(extra.get("wall_time", 0.0))
+        records = folder.truncate_metrics(out / METRICS_FILE, start) if writer else []
+        run = _RunContext(model_cfg, train_cfg, out, corpus, spec, tx, progress and writer, on_step, place, writer)
         return _loop(run, state, _Resume(start, wall0, records[-1] if records else None))
 
 
@@ -243,6 +289,8 @@ class _RunContext:
     tx: optax.GradientTransformation  # the AdamW chain; its rate is fed per step
     progress: bool  # show a tqdm bar of tokens
     on_step: Callable[[MetricRecord], None] | None  # called with each record after it is written
+    place: Placement  # the devices, the state's layout and the attention kernel
+    writer: bool  # this process writes the run folder (process 0)
 
 
 class _Resume(NamedTuple):
@@ -259,16 +307,19 @@ def _loop(run: _RunContext, state: TrainState, resume: _Resume) -> RunSummary:
     lrs = lr_table(cfg, steps)  # float32 [steps], fed to the step: no compile per run length
     evals = eval_schedule(steps, cfg.n_evals)
     val = eval_batches(run.corpus.val, cfg.eval_batches, cfg.batch_size, run.model.seq_len)
-    step_fn, eval_fn = make_train_step(run.model, run.tx), make_eval_fn(run.model)
+    step_fn, eval_fn = make_train_step(run.model, run.tx, run.place), make_eval_fn(run.model, run.place)
+    val = [tuple(run.place.put_batch(a) for a in xy) for xy in val]
     t0 = time.perf_counter()
     start, wall0, last = resume
     status, diverged_at = RunStatus.COMPLETED, None
 
     bar = tqdm(total=steps * tps, initial=start * tps, unit="tok", unit_scale=True,
                disable=not run.progress, dynamic_ncols=True)
-    with folder.MetricsLog(run.out) as log:
-        batch = partial(get_batch, run.corpus.train, batch_size=cfg.batch_size, seq_len=run.model.seq_len,
-                        seed=cfg.seed)
+    with folder.MetricsLog(run.out) if run.writer else _NoLog() as log:
+        def batch(s: int) -> tuple[jax.Array, jax.Array]:
+            xy = get_batch(run.corpus.train, s, batch_size=cfg.batch_size, seq_len=run.model.seq_len, seed=cfg.seed)
+            return run.place.put_batch(xy[0]), run.place.put_batch(xy[1])
+
         nxt = batch(start)
         for s in range(start, steps):
             state, stats = step_fn(state, *nxt, lrs[s])
@@ -276,11 +327,11 @@ def _loop(run: _RunContext, state: TrainState, resume: _Resume) -> RunSummary:
             if done < steps:
                 nxt = batch(done)  # built on the host while the step runs (dispatch is async)
             # One host sync per step, so divergence is caught on the step it happens.
-            loss, objective = (float(v) for v in jax.device_get((stats["ce"], stats["loss"])))
+            loss, objective = (float(v) for v in to_host((stats["ce"], stats["loss"])))
             finite = math.isfinite(loss) and math.isfinite(objective)
             if not finite or done % cfg.log_every == 0 or done in evals:
                 eval_loss = evaluate(eval_fn, state.params, val) if finite and done in evals else None
-                last = _record(done, spec, stats, lrs[s], eval_loss, run.model.is_moe,
+                last = _record(done, spec, to_host(stats), lrs[s], eval_loss, run.model.is_moe,
                                wall0 + time.perf_counter() - t0)
                 log.append(last)
                 shown = {"loss": f"{loss:.3f}"}
@@ -294,11 +345,27 @@ def _loop(run: _RunContext, state: TrainState, resume: _Resume) -> RunSummary:
                 status, diverged_at = RunStatus.DIVERGED, done
                 break
             if done % cfg.checkpoint_every == 0 or done == steps:
-                save_checkpoint(run.out, state, {"wall_time": wall0 + time.perf_counter() - t0})
+                host = to_host(state)  # every process takes part in the gather
+                if run.writer:
+                    save_checkpoint(run.out, host, {"wall_time": wall0 + time.perf_counter() - t0})
     bar.close()
     summary = _summary(spec, status, diverged_at, last, wall0 + time.perf_counter() - t0)
-    folder.write_summary(run.out, summary)
+    if run.writer:
+        folder.write_summary(run.out, summary)
     return summary
+
+
+class _NoLog:
+    """The metrics log of a process that does not write the run folder."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def append(self, record: MetricRecord) -> None:
+        """Drop it: process 0 writes the log."""
 
 
 def _record(step: int, spec: SpecRecord, stats: dict, lr, eval_loss: float | None, is_moe: bool,

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scalefit.training.attention import KERNELS
+from scalefit.training.attention import einsum as _einsum
 from scalefit.training.config import ModelConfig
 
 _NORM_EPS = 1e-5
@@ -87,14 +89,6 @@ def _init_params(cfg: ModelConfig, key: jax.Array) -> dict:
     return params
 
 
-def _einsum(spec: str, a: jax.Array, b: jax.Array, cfg: ModelConfig) -> jax.Array:
-    """Matmul in the configured dtype, always accumulated and returned in f32."""
-    if cfg.compute_dtype == "bfloat16":
-        return jnp.einsum(spec, a.astype(jnp.bfloat16), b.astype(jnp.bfloat16),
-                          preferred_element_type=jnp.float32)
-    return jnp.einsum(spec, a, b)
-
-
 def rms_norm(x: jax.Array, gain: jax.Array) -> jax.Array:
     """x / sqrt(mean(x^2) + eps) * gain over the last axis (Zhang & Sennrich 2019)."""
     return x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + _NORM_EPS) * gain
@@ -117,8 +111,9 @@ def _rope(x: jax.Array, cos: np.ndarray, sin: np.ndarray) -> jax.Array:
     return jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)  # [B, T, n, hd]
 
 
-def attention(layer: dict, x: jax.Array, batch: int, cfg: ModelConfig) -> jax.Array:
-    """Causal grouped-query self-attention of x [B*T, d] -> [B*T, d].
+def attention(layer: dict, x: jax.Array, batch: int, cfg: ModelConfig, kernel: str = "chunked") -> jax.Array:
+    """Causal grouped-query self-attention of x [B*T, d] -> [B*T, d], the scores by ``kernel`` (a name in
+    scalefit.training.attention.KERNELS).
 
     Query head h = kv * G + g reads key/value head kv (G = n_head / n_kv_head query heads per
     group), which is `jnp.repeat(k, G, axis=heads)` without materialising the repeat.
@@ -136,38 +131,12 @@ def attention(layer: dict, x: jax.Array, batch: int, cfg: ModelConfig) -> jax.Ar
     cos_q, sin_q = _rope_tables(t, hd, cfg.rope_base, 1.0 / math.sqrt(hd))
     q = _rope(q, cos_q, sin_q).reshape(batch, t, kv, g, hd)  # [B, T, K, G, hd]
     k = _rope(k, cos, sin)  # [B, T, K, hd]
-    out = _causal_attention(q, k, v, cfg)  # [B, T, K, G, hd]
+    out = KERNELS[kernel].fn(q, k, v, cfg)  # [B, T, K, G, hd]
     out = out.reshape(n_tok, h * hd)  # [B*T, H * hd]
     return _einsum("ne,ed->nd", out, layer["wo"], cfg)  # [B*T, d]
 
 
 _EXPERT_WEIGHTS = ("w_gate", "w_up", "w_down")
-_QUERY_CHUNK = 64  # query rows per causal block; T <= 64 runs as one block
-
-
-def _causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, cfg: ModelConfig) -> jax.Array:
-    """softmax(q k^T + causal mask) v: q [B, T, K, G, hd], k and v [B, T, K, hd] -> [B, T, K, G, hd].
-
-    Queries run in blocks of _QUERY_CHUNK rows and block i only scores the keys it can see
-    (positions < its end), which skips ~3/8 of the masked score matrix at T = 256 (all of it would
-    need blocks of one row). Normalisation is deferred: o = (exp(s - max) v) / sum(exp(s - max)),
-    dividing the [T, hd] output instead of the [T, T] probabilities. Both halved the attention
-    time of a training step on CPU. Softmax statistics are f32.
-    """
-    t = q.shape[1]
-    bounds = list(range(0, t, _QUERY_CHUNK)) + [t]
-    causal = np.tril(np.ones((t, t), dtype=bool))  # [T, T] query t sees keys s <= t
-    outs = []
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        scores = _einsum("btkgh,bskh->bkgts", q[:, start:end], k[:, :end], cfg)  # [B, K, G, c, end]
-        scores = jnp.where(causal[start:end, :end], scores, -jnp.inf)
-        # The max only guards exp against overflow; the result does not depend on it.
-        peak = jax.lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True))  # [B, K, G, c, 1]
-        weights = jnp.exp(scores - peak)  # [B, K, G, c, end] unnormalised probabilities
-        total = jnp.sum(weights, axis=-1)  # [B, K, G, c]
-        out = _einsum("bkgts,bskh->btkgh", weights, v[:, :end], cfg)  # [B, c, K, G, hd]
-        outs.append(out / jnp.transpose(total, (0, 3, 1, 2))[..., None])  # [B, c, K, G, hd]
-    return jnp.concatenate(outs, axis=1) if len(outs) > 1 else outs[0]  # [B, T, K, G, hd]
 
 
 def _swiglu(w: dict, x: jax.Array, cfg: ModelConfig) -> jax.Array:
@@ -284,7 +253,8 @@ def mlp(layer: dict, x: jax.Array, cfg: ModelConfig) -> tuple[jax.Array, dict]:
     return _swiglu(layer, x, cfg), stats
 
 
-def _forward_flat(params: dict, tokens: jax.Array, cfg: ModelConfig) -> tuple[jax.Array, dict]:
+def _forward_flat(params: dict, tokens: jax.Array, cfg: ModelConfig,
+                  attention_kernel: str) -> tuple[jax.Array, dict]:
     """Logits [B*T, V] (f32) and aux stats for tokens [B, T]."""
     batch, t = tokens.shape
     if t > cfg.seq_len:
@@ -292,7 +262,7 @@ def _forward_flat(params: dict, tokens: jax.Array, cfg: ModelConfig) -> tuple[ja
     x = params["embed"][tokens.reshape(batch * t)]  # [B*T, d]
     layer_stats = []
     for layer in params["layers"]:
-        x = x + attention(layer, rms_norm(x, layer["attn_norm"]), batch, cfg)
+        x = x + attention(layer, rms_norm(x, layer["attn_norm"]), batch, cfg, attention_kernel)
         h, stats = mlp(layer, rms_norm(x, layer["mlp_norm"]), cfg)
         x = x + h
         layer_stats.append(stats)
@@ -309,24 +279,25 @@ def _forward_flat(params: dict, tokens: jax.Array, cfg: ModelConfig) -> tuple[ja
     return logits, aux
 
 
-def forward(params: dict, tokens: jax.Array, cfg: ModelConfig) -> tuple[jax.Array, dict]:
+def forward(params: dict, tokens: jax.Array, cfg: ModelConfig, *,
+            attention_kernel: str = "chunked") -> tuple[jax.Array, dict]:
     """Logits [B, T, V] (f32) for int32 tokens [B, T] with T <= cfg.seq_len, and aux:
     aux_loss (load-balancing loss averaged over layers; 0 for dense), expert_load [L, E] (fraction
     of routed token-slots per expert; [L, 1] ones for dense), dropped_frac (fraction of token-slots
     dropped over capacity, averaged over layers; 0 for dense and dropless)."""
     batch, t = tokens.shape
-    logits, aux = _forward_flat(params, tokens, cfg)
+    logits, aux = _forward_flat(params, tokens, cfg, attention_kernel)
     return logits.reshape(batch, t, cfg.vocab_size), aux  # [B, T, V]
 
 
-def loss_fn(params: dict, tokens: jax.Array, targets: jax.Array,
-            cfg: ModelConfig) -> tuple[jax.Array, dict]:
+def loss_fn(params: dict, tokens: jax.Array, targets: jax.Array, cfg: ModelConfig, *,
+            attention_kernel: str = "chunked") -> tuple[jax.Array, dict]:
     """Training objective: mean next-token cross-entropy in nats + aux_loss_coef * aux_loss.
 
     Returns (loss, aux) where aux is forward's aux plus "ce" (the plain cross-entropy, nats/token).
     targets [B, T] int32 are the tokens to predict at each position (tokens shifted by one).
     """
-    logits, aux = _forward_flat(params, tokens, cfg)  # [B*T, V]
+    logits, aux = _forward_flat(params, tokens, cfg, attention_kernel)  # [B*T, V]
     flat_targets = targets.reshape(-1)  # [B*T]
     lse = jax.nn.logsumexp(logits, axis=-1)  # [B*T]
     # A one-hot product fuses into the reduction; take_along_axis would backpropagate by scatter.

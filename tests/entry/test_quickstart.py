@@ -55,6 +55,7 @@ def test_quickstart_trains_reports_and_reuses_runs(tmp_path, capsys):
     assert cli.main(argv) == 0
     text = capsys.readouterr().out
     assert "[1/2] sweep" in text and "9 to train" in text
+    assert "overhead: 9 runs: wall " in text  # the sweep's overhead line, over every trained run
     assert "no backtest: only 6 runs left to fit a 4-parameter law (need 8)" in text
     for name in ("report.md", "report.html", "fit.json", "loss_vs_compute.png", "isoflop.png"):
         assert (out / name).is_file(), name
@@ -81,7 +82,7 @@ def test_quickstart_trains_reports_and_reuses_runs(tmp_path, capsys):
     stamps = {r.spec.run_id: (store / r.spec.run_id / "summary.json").stat().st_mtime_ns for r in plan.runs}
     assert cli.main(argv) == 0
     text = capsys.readouterr().out
-    assert "9 completed" in text and "0 to train" in text
+    assert "9 completed" in text and "0 to train" in text and "overhead: no runs trained" in text
     assert stamps == {r: (store / r / "summary.json").stat().st_mtime_ns for r in stamps}
 
 

@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_registry_names_the_cli_choices_and_loads_nothing_heavy(capsys):
-    assert set(executors.EXECUTORS) == {"local", "ray"}
+    assert set(executors.EXECUTORS) == {"local", "parallel", "ray"}
     with pytest.raises(SystemExit):
         cli.main(["sweep", "run", "x.toml", "--executor", "slurm"])
-    assert "(choose from 'local', 'ray')" in capsys.readouterr().err
+    assert "(choose from 'local', 'parallel', 'ray')" in capsys.readouterr().err
     code = ("import sys; import scalefit.sweep.executors; "
             "print(sorted(m for m in sys.modules if m in ('ray', 'jax') or m.endswith('_executor')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -77,7 +77,7 @@ def ladder(tmp_path_factory):
 def _with_fake(monkeypatch, slots, diverge=()):
     made = []
 
-    def open_fake(plan, out, *, address, log):
+    def open_fake(plan, out, *, address, jobs, log):
         made.append(_Fake(plan, out, slots, set(diverge)))
         return made[-1]
 
@@ -93,6 +93,9 @@ def test_driver_submits_each_run_after_its_parent(ladder, tmp_path, monkeypatch,
     assert fake.closed and set(rep.trained) == {r.spec.run_id for r in ladder.runs}
     if slots == 1:  # one at a time: exactly the plan's order
         assert fake.submitted == [r.spec.run_id for r in ladder.runs]
+    else:  # several: the run with the most FLOPs of its own that has no parent to wait for goes first
+        roots = [r for r in ladder.runs if r.parent is None]
+        assert fake.submitted[0] == max(roots, key=lambda r: r.flops_exact * r.own_steps / r.steps).spec.run_id
     assert rep.found == {r.spec.run_id: RunStatus.PENDING for r in ladder.runs}
     assert all(isinstance(t, TimingRecord) for t in rep.timings.values()) and rep.out == tmp_path
     again = run_sweep(ladder, tmp_path, executor="fake", progress=False, log=lambda s: None)
@@ -114,6 +117,6 @@ def test_children_of_a_diverged_parent_are_skipped_and_said(ladder, tmp_path, mo
 
 
 def test_unknown_executor_is_refused_before_anything_moves(ladder, tmp_path):
-    with pytest.raises(ValueError, match="executor must be one of 'local', 'ray', got 'slurm'"):
+    with pytest.raises(ValueError, match="executor must be one of 'local', 'parallel', 'ray', got 'slurm'"):
         run_sweep(ladder, tmp_path, executor="slurm", progress=False, log=lambda s: None)
     assert not list(tmp_path.iterdir())

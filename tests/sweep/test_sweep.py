@@ -244,3 +244,42 @@ def test_moe_design_matches_active_parameters(tmp_path, corpus_dir):
         assert r.n_active == pytest.approx(dense.n_active, rel=0.1) and r.n_total > dense.n_total
         assert r.tokens == dense.tokens == 51200
     assert plan.runs[3].n_non_embedding > plan.runs[1].n_non_embedding  # more experts, same active
+
+
+def test_parallel_executor_matches_local(grid_file, unbroken, tmp_path):
+    lines = []
+    rep = run_sweep(grid_file, tmp_path / "par", executor="parallel", jobs=2, progress=False, log=lines.append)
+    assert len(rep.trained) == 4 and rep.workers == 2
+    assert any(line.startswith("parallel: 2 worker(s) on cores") for line in lines)
+    a, b = _table(tmp_path / "par"), _table(unbroken)
+    assert a[["run_id", "status", "N_total", "D", "C_exact", "steps"]].equals(
+        b[["run_id", "status", "N_total", "D", "C_exact", "steps"]])
+    # One XLA thread per worker sums in another order than two: the same run to float32 rounding.
+    np.testing.assert_allclose(a.final_eval_loss, b.final_eval_loss, rtol=1e-5)
+    np.testing.assert_allclose(a.final_train_loss, b.final_train_loss, rtol=1e-5)
+    # Each worker's start-up is charged once, to the first run it trained; the line says what ran side by side.
+    starts = [t.startup for t in rep.timings.values()]
+    assert sum(s > 0 for s in starts) == 2
+    from scalefit.sweep.timing import summarize_overhead
+
+    line = summarize_overhead(rep.timings, rep.wall, rep.workers)
+    assert "; 2 workers ran the runs' " in line and f"in {rep.wall:.1f}s" in line
+    assert sum(t.wall for t in rep.timings.values()) > rep.wall  # the runs overlapped
+
+
+def test_parallel_executor_raises_a_run_error_and_shares_cores(grid_file, tmp_path):
+    import dataclasses
+
+    from scalefit.sweep.parallel_executor import cpu_groups
+
+    assert cpu_groups(2, [0, 1]) == [[0], [1]] and cpu_groups(3, [0, 1]) == [[0], [1], [0]]
+    assert cpu_groups(2, [0, 1, 2, 3, 4]) == [[0, 1], [2, 3]]
+    plan = plan_sweep(grid_file)
+    bad = plan.runs[0]
+    bad = dataclasses.replace(bad, spec=dataclasses.replace(
+        bad.spec, train=bad.spec.train.with_overrides(tokens=10.0)))  # less than one step
+    broken = dataclasses.replace(plan, runs=(bad,))
+    with pytest.raises(ValueError, match="smaller than one optimizer step"):
+        run_sweep(broken, tmp_path / "bad", executor="parallel", jobs=1, progress=False, log=lambda s: None)
+    with pytest.raises(ValueError, match="jobs must be at least 1"):
+        run_sweep(plan, tmp_path / "none", executor="parallel", jobs=0, progress=False, log=lambda s: None)

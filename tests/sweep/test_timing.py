@@ -32,6 +32,14 @@ def test_a_resumed_call_counts_its_own_steps():
     assert t.steps == 2 and t.train == pytest.approx(0.2)
 
 
+def test_training_never_exceeds_the_wall():
+    # The plain intervals ran at 0.2 s a step, the evaluated one at 0.05 s: 5 x 0.2 s would be more
+    # than the call lasted (a machine whose load changed under the run); the overhead stays >= 0.
+    marks = [(0.0, _rec(1)), (0.2, _rec(2)), (0.4, _rec(3)), (0.45, _rec(4, 1.9)), (0.5, _rec(5, 1.8))]
+    t = split_wall(marks, 0.0, 0.5, startup=0.0, start_step=0, checkpoint_every=100)
+    assert t.train == pytest.approx(0.5) and t.overhead_frac >= 0.0 and t.other >= 0.0
+
+
 def test_startup_is_charged_once_per_clock():
     clock = StartupClock()
     first = clock.take()

@@ -315,12 +315,12 @@ def test_budgets_share_one_compiled_train_step(small_corpus, tmp_path, monkeypat
     traces = []
     real_loss_fn = model.loss_fn
 
-    def counting_loss_fn(params, tokens, targets, cfg):
+    def counting_loss_fn(params, tokens, targets, cfg, **kernel):
         traces.append(tokens.shape)
-        return real_loss_fn(params, tokens, targets, cfg)
+        return real_loss_fn(params, tokens, targets, cfg, **kernel)
 
     monkeypatch.setattr(model, "loss_fn", counting_loss_fn)
-    for cached in (train.make_train_step, train.make_eval_fn, train._make_init):
+    for cached in (train._make_train_step, train._make_eval_fn, train._make_init):
         cached.cache_clear()
     a = train.train(TINY, _cfg(steps=12), tmp_path / "a", corpus=small_corpus, progress=False)
     assert len(traces) == 2  # the train step and the evaluation
@@ -408,13 +408,16 @@ def test_cli_train(small_corpus_dir, tmp_path, capsys):
     out = tmp_path / "cli"
     rc = cli.main(["train", "--preset", "d32-l1", "--seq-len", "32", "--batch-size", "8",
                    "--tokens", str(12 * 256), "--schedule", "wsd", "--corpus", str(small_corpus_dir),
-                   "--out", str(out)])
+                   "--out", str(out), "--attention", "xla", "--params", "fsdp"])
     assert rc == 0
     assert "completed after 12 steps" in capsys.readouterr().out
     spec = json.loads((out / "spec.json").read_text())
     assert spec["train"]["schedule"] == "wsd" and spec["model"]["d_model"] == 32
     rc = cli.main(["train", "--preset", "d32-l1", "--tokens", "10", "--out", str(tmp_path / "x")])
     assert rc == 2 and "smaller than one optimizer step" in capsys.readouterr().err
+    rc = cli.main(["train", "--preset", "d32-l1", "--seq-len", "32", "--batch-size", "8", "--tokens", "4096",
+                   "--corpus", str(small_corpus_dir), "--devices", "2", "--out", str(tmp_path / "y")])
+    assert rc == 2 and "ComputeConfig.devices = 2, but JAX sees 1 device" in capsys.readouterr().err
 
 
 def test_damaged_metrics_line_is_an_error(tmp_path):
