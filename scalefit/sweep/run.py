@@ -24,7 +24,7 @@ from typing import Callable, Mapping
 from tqdm.auto import tqdm
 
 from scalefit.store import folder
-from scalefit.store.records import RunStatus, SweepIndex, TimingRecord
+from scalefit.store.records import RunStatus, SweepIndex, TimingRecord, check_sweep_name
 from scalefit.sweep.executors import EXECUTORS, Executor
 from scalefit.sweep.plan import PlannedRun, SweepPlan, plan_sweep
 
@@ -57,17 +57,20 @@ def _todo(plan: SweepPlan, out: Path, retry_diverged: bool) -> tuple[list[Planne
 
 def run_sweep(sweep: str | os.PathLike | SweepPlan, out: str | os.PathLike | None = None, *,
               executor: str = "local", ray_address: str | None = None, retry_diverged: bool = False,
+              corpus: str | os.PathLike | None = None,
               progress: bool = True, log: Callable[[str], None] = print) -> SweepReport:
     """Train every run of a sweep file (or plan) that is not finished; return what was found and done.
 
     out: run store folder (default runs/<sweep name>). executor: a name in
     scalefit.sweep.executors.EXECUTORS: "local" (one run after another in this process) or "ray" (one
     worker per CPU of the Ray cluster at ``ray_address``, a local one if None; every worker writes to
-    ``out``, which must be a shared filesystem).
+    ``out``, which must be a shared filesystem). corpus: train on this corpus instead of the sweep
+    file's own (scalefit.sweep.plan.resolve_corpus).
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {', '.join(map(repr, EXECUTORS))}, got {executor!r}")
-    plan = sweep if isinstance(sweep, SweepPlan) else plan_sweep(sweep)
+    plan = sweep if isinstance(sweep, SweepPlan) else plan_sweep(sweep, corpus=corpus)
+    check_sweep_name(plan.name)  # a plan built in code is held to the sweep file's rule
     out = Path(out) if out is not None else Path("runs") / plan.name
     out.mkdir(parents=True, exist_ok=True)
     folder.write_sweep_index(out, SweepIndex(plan.name, plan.design, plan.source,
