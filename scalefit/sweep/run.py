@@ -16,6 +16,7 @@ skipped, with a line saying so.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Callable, Mapping
 from tqdm.auto import tqdm
 
 from scalefit.store import folder
-from scalefit.store.records import RunStatus, SweepIndex, TimingRecord, check_sweep_name
+from scalefit.store.records import SPEC_FILE, RunStatus, SweepIndex, TimingRecord, check_sweep_name
 from scalefit.sweep.executors import EXECUTORS, Executor
 from scalefit.sweep.plan import PlannedRun, SweepPlan, plan_sweep
 
@@ -40,8 +41,12 @@ class SweepReport:
     wall: float  # seconds this call spent training (the executor's life)
 
 
-def _todo(plan: SweepPlan, out: Path, retry_diverged: bool) -> tuple[list[PlannedRun], dict[str, RunStatus]]:
-    """Runs still to train, in plan order, and the state every run was found in."""
+def _todo(plan: SweepPlan, out: Path, retry_diverged: bool,
+          log: Callable[[str], None]) -> tuple[list[PlannedRun], dict[str, RunStatus]]:
+    """Runs still to train, in plan order, and the state every run was found in.
+
+    A finished run that lost its spec.json is handed to the trainer too, which writes the file again
+    (the run table cannot read a run without it), and a line says so."""
     found, todo = {}, []
     for r in plan.runs:
         d = out / r.spec.run_id
@@ -52,7 +57,20 @@ def _todo(plan: SweepPlan, out: Path, retry_diverged: bool) -> tuple[list[Planne
             st = RunStatus.PENDING
         if st in (RunStatus.PENDING, RunStatus.PARTIAL):
             todo.append(r)
+        elif not (d / SPEC_FILE).exists():
+            log(f"{r.label}: {st} but {d / SPEC_FILE} is missing (the run table leaves it out): writing it again")
+            todo.append(r)
     return todo, found
+
+
+def _check_writable(out: Path, n: int) -> None:
+    """OSError naming the store when no file can be created in it (read-only, no permission, no space)."""
+    try:
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise OSError(e.errno, f"run store {out} is not writable ({e.strerror}): {n} runs left to train; the "
+                               f"finished ones read as they are (scalefit runs ls {out})") from None
 
 
 def run_sweep(sweep: str | os.PathLike | SweepPlan, out: str | os.PathLike | None = None, *,
@@ -75,7 +93,7 @@ def run_sweep(sweep: str | os.PathLike | SweepPlan, out: str | os.PathLike | Non
     out.mkdir(parents=True, exist_ok=True)
     folder.write_sweep_index(out, SweepIndex(plan.name, plan.design, plan.source,
                                              tuple(r.spec.run_id for r in plan.runs)))
-    todo, found = _todo(plan, out, retry_diverged)
+    todo, found = _todo(plan, out, retry_diverged, log)
     for w in plan.warnings:
         log(f"warning: {w}")
     counts = {st: sum(v is st for v in found.values()) for st in RunStatus}
@@ -83,6 +101,8 @@ def run_sweep(sweep: str | os.PathLike | SweepPlan, out: str | os.PathLike | Non
         f"{counts[RunStatus.PARTIAL]} partial (resumed), {counts[RunStatus.DIVERGED]} diverged"
         f"{' (retried)' if retry_diverged else ' (kept; --retry-diverged trains them again)'}, "
         f"{len(todo)} to train -> {out}")
+    if todo:
+        _check_writable(out, len(todo))
     t0 = time.perf_counter()
     pool = EXECUTORS[executor].open(plan, out, address=ray_address, log=log)
     try:

@@ -12,7 +12,10 @@ Resuming: calling :func:`train` again on the same folder with the same configs c
 checkpoint. metrics.jsonl is cut back to the checkpoint's step first (including a half-written last
 line from a kill), so the finished log has every logged step exactly once, and because batches are a
 pure function of (seed, step) the resumed run is the unbroken run. A finished folder (summary.json
-present) is not trained again.
+present) is not trained again; if it lost its spec.json, that is written again from the configs when
+the summary agrees with them. Temporary files that a kill left from a cut write are removed, and a
+checkpoint that does not read (cut or damaged outside the trainer; its writes are atomic) is moved to
+``ckpt/state.npz.damaged-<n>`` with a warning naming it, and the run starts again from step 0.
 
 Conventions: losses are nats per token (cross-entropy, without the MoE load-balancing term, which is
 logged as aux_loss); ``tokens`` are training tokens; ``flops_6N`` = 6 * N * tokens with the N of
@@ -25,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import logging
 import math
 import os
 import platform
@@ -46,12 +50,13 @@ from scalefit.store.records import (FINISHED, LOCK_FILE, METRICS_FILE, SPEC_FILE
                                     FlopsPerTokenRecord, MetricRecord, MoeStats, ParamsRecord, RunStatus,
                                     RunSummary, SpecRecord, finite_or_none)
 from scalefit.training import counting, model
-from scalefit.training.checkpoint import load_checkpoint, save_checkpoint
+from scalefit.training.checkpoint import load_checkpoint, save_checkpoint, set_aside_if_damaged
 from scalefit.training.config import ModelConfig, RunSpec, TrainConfig
 from scalefit.training.corpus import Corpus, check_length, eval_batches, get_batch, load_corpus
 from scalefit.training.optim import lr_table, make_optimizer, warmup_steps
 
 LOSS_UNIT = "nats per token (cross-entropy, natural log)"  # spec.json's loss_unit
+log = logging.getLogger(__name__)  # unconfigured, a warning reaches stderr as its bare message
 
 
 class TrainState(NamedTuple):
@@ -175,11 +180,14 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: str | os.Path
     if (out / SUMMARY_FILE).exists():
         summary = folder.read_summary(out)
         if summary.status in FINISHED:
+            corpus = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
+            if not (out / SPEC_FILE).exists():
+                _restore_spec(out, model_cfg, train_cfg, corpus, summary)
             old = folder.read_spec(out)
             _check_same_config(out / SPEC_FILE, "model", old.model, model_cfg.to_dict())
             _check_same_config(out / SPEC_FILE, "train", old.train, train_cfg.to_dict())
             # A finished run on another corpus is not this run: refuse rather than hand it back.
-            fp = (corpus if isinstance(corpus, Corpus) else load_corpus(corpus)).fingerprint
+            fp = corpus.fingerprint
             if old.corpus.fingerprint != fp:
                 raise ValueError(f"{out / SPEC_FILE} holds a finished run on a different corpus "
                                  f"(fingerprint {old.corpus.fingerprint} vs {fp})")
@@ -196,6 +204,9 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: str | os.Path
         folder.write_spec(out, spec)
 
     with _run_lock(out):
+        for f in folder.remove_temp_files(out):  # writes a kill cut: the files they replace are intact
+            log.info(f"removed {f}, left by an interrupted write")
+        set_aside_if_damaged(out)  # a checkpoint cut or damaged outside: start again from step 0
         tx = make_optimizer(train_cfg)  # the rate is fed per step from lr_table
         state = init_state(model_cfg, tx, train_cfg.seed)
         restored = load_checkpoint(out, state)
@@ -207,6 +218,23 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: str | os.Path
         records = folder.truncate_metrics(out / METRICS_FILE, start)
         run = _RunContext(model_cfg, train_cfg, out, corpus, spec, tx, progress, on_step)
         return _loop(run, state, _Resume(start, wall0, records[-1] if records else None))
+
+
+def _restore_spec(out: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus,
+                  summary: RunSummary) -> None:
+    """Write again the spec.json of a finished run that lost it, when its summary.json agrees with these
+    configs (steps, parameter counts, corpus fingerprint); ValueError naming the folder otherwise.
+
+    The spec is a function of the configs and the corpus; only its versions and devices are this
+    process's, not necessarily those of the process that trained the run."""
+    spec = _spec(model_cfg, train_cfg, corpus, counting.total_steps(model_cfg, train_cfg))
+    if (summary.planned_steps, summary.params, summary.corpus_fingerprint) != \
+            (spec.steps, spec.params, spec.corpus.fingerprint):
+        raise ValueError(f"{out / SPEC_FILE} is missing and {out / SUMMARY_FILE} is not a run of these configs "
+                         "(steps, parameters or corpus differ); use a new output folder")
+    folder.write_spec(out, spec)
+    log.warning(f"warning: {out / SPEC_FILE} was missing: written again from the run's configs (its summary "
+                "agrees on steps, parameters and corpus; versions and devices are this process's)")
 
 
 @contextlib.contextmanager
