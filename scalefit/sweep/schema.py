@@ -144,7 +144,7 @@ def _expected(err: dict) -> str:
     kind = err["type"]
     words = {"float_type": "a number", "int_type": "an integer", "bool_type": "true or false",
              "string_type": "a string", "list_type": "a list", "finite_number": "a finite number",
-             "int_from_float": "an integer", "extra_forbidden": "no such key", "missing": "a value (required)"}
+             "int_from_float": "an integer", "extra_forbidden": "no such key", "missing": "a value (the key is required)"}
     if kind in words:
         return words[kind]
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
@@ -177,7 +177,8 @@ def check_table(table: str, schema: type[BaseModel], body: dict) -> None:
             where = key + "".join(f"[{i}]" for i in loc[1:])
             if any(p[1] == key for p in problems):
                 continue  # one message per key
-            problems.append((table, key, f"{where}: expected {_expected(err)}, got {_toml(err['input'])}"))
+            got = "" if err["type"] == "missing" else f", got {_toml(err['input'])}"
+            problems.append((table, key, f"{where}: expected {_expected(err)}{got}"))
         raise SweepSchemaError(problems) from None
     if table == "sweep" and body.get("name") in (".", ".."):
         raise SweepSchemaError([(table, "name", f"name: expected {_expected({'type': 'string_pattern_mismatch'})}"
