@@ -16,13 +16,13 @@ from pathlib import Path
 import jax
 
 from scalefit.store import folder
-from scalefit.store.records import (CHECKPOINT_FILE, SUMMARY_FILE, TIMING_FILE, MetricRecord, PlanRecord,
-                                    RunStatus, RunSummary)
+from scalefit.store.records import (CHECKPOINT_FILE, FINISHED, SPEC_FILE, SUMMARY_FILE, TIMING_FILE, MetricRecord,
+                                    PlanRecord, RunStatus, RunSummary)
 from scalefit.sweep.plan import PlannedRun, SweepPlan
 from scalefit.sweep.timing import Timing, split_wall
 from scalefit.training.checkpoint import checkpoint_step, set_aside_if_damaged
 from scalefit.training.corpus import default_cache_dir
-from scalefit.training.loop import train_run
+from scalefit.training.loop import restore_spec, train_run
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,8 @@ def _execute(plan: SweepPlan, run: PlannedRun, out: Path, run_dir: Path, startup
     if run.parent is not None:
         set_aside_if_damaged(run_dir)  # a branch's last good state is then its parent's final one
         seed_from_parent(run, out)
+    if folder.run_status(run_dir) in FINISHED and not (run_dir / SPEC_FILE).exists():
+        restore_spec(run.spec, out)  # the folder's name is the hash of these configs: they are its own
     resumed_from = checkpoint_step(run_dir)
     marks: list[tuple[float, MetricRecord]] = []
     t_call = time.perf_counter()

@@ -53,8 +53,8 @@ _DAMAGE = (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError, zlib.err
 
 def _arrays(path: Path) -> dict[str, np.ndarray]:
     """Every array of the checkpoint, read in full (so a cut or corrupt member fails here, by its CRC)."""
-    try:
-        with np.load(path) as z:
+    try:  # our own handle: np.load leaves its file open when the zip does not read
+        with open(path, "rb") as fh, np.load(fh) as z:
             return {k: z[k] for k in z.files}
     except _DAMAGE as e:
         raise CheckpointError(path, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from None

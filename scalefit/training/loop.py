@@ -12,10 +12,11 @@ Resuming: calling :func:`train` again on the same folder with the same configs c
 checkpoint. metrics.jsonl is cut back to the checkpoint's step first (including a half-written last
 line from a kill), so the finished log has every logged step exactly once, and because batches are a
 pure function of (seed, step) the resumed run is the unbroken run. A finished folder (summary.json
-present) is not trained again; if it lost its spec.json, that is written again from the configs when
-the summary agrees with them. Temporary files that a kill left from a cut write are removed, and a
-checkpoint that does not read (cut or damaged outside the trainer; its writes are atomic) is moved to
-``ckpt/state.npz.damaged-<n>`` with a warning naming it, and the run starts again from step 0.
+present) is not trained again; if it lost its spec.json, a sweep writes it again from the configs
+when the summary agrees with them (`restore_spec`). Temporary files that a kill left from a cut write
+are removed, and a checkpoint that does not read (cut or damaged outside the trainer; its writes are
+atomic) is moved to ``ckpt/state.npz.damaged-<n>`` with a warning naming it, and the run starts again
+from step 0.
 
 Conventions: losses are nats per token (cross-entropy, without the MoE load-balancing term, which is
 logged as aux_loss); ``tokens`` are training tokens; ``flops_6N`` = 6 * N * tokens with the N of
@@ -180,9 +181,10 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: str | os.Path
     if (out / SUMMARY_FILE).exists():
         summary = folder.read_summary(out)
         if summary.status in FINISHED:
-            corpus = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
             if not (out / SPEC_FILE).exists():
-                _restore_spec(out, model_cfg, train_cfg, corpus, summary)
+                raise FileNotFoundError(f"{out / SPEC_FILE} is missing, so the finished run in {out} cannot be "
+                                        "checked against these configs (a sweep writes it again: scalefit sweep run)")
+            corpus = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
             old = folder.read_spec(out)
             _check_same_config(out / SPEC_FILE, "model", old.model, model_cfg.to_dict())
             _check_same_config(out / SPEC_FILE, "train", old.train, train_cfg.to_dict())
@@ -220,21 +222,26 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: str | os.Path
         return _loop(run, state, _Resume(start, wall0, records[-1] if records else None))
 
 
-def _restore_spec(out: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus,
-                  summary: RunSummary) -> None:
-    """Write again the spec.json of a finished run that lost it, when its summary.json agrees with these
-    configs (steps, parameter counts, corpus fingerprint); ValueError naming the folder otherwise.
+def restore_spec(spec: RunSpec, root: str | os.PathLike) -> Path:
+    """Write again the spec.json of a finished run of a sweep that lost it; returns the file.
 
-    The spec is a function of the configs and the corpus; only its versions and devices are this
-    process's, not necessarily those of the process that trained the run."""
-    spec = _spec(model_cfg, train_cfg, corpus, counting.total_steps(model_cfg, train_cfg))
+    Only for a sweep's run folder ``<root>/<run_id>``: its name is the hash of these configs and the
+    corpus (scalefit.sweep.plan.run_id), so they are the run's own. Its summary.json must agree too
+    (steps, parameter counts, corpus fingerprint), else ValueError naming the folder. The spec is a
+    function of the configs and the corpus; only its versions and devices are this process's.
+    """
+    out = Path(root) / spec.run_id
+    summary = folder.read_summary(out)
+    corpus = load_corpus(spec.corpus)
+    new = _spec(spec.model, spec.train, corpus, counting.total_steps(spec.model, spec.train))
     if (summary.planned_steps, summary.params, summary.corpus_fingerprint) != \
-            (spec.steps, spec.params, spec.corpus.fingerprint):
-        raise ValueError(f"{out / SPEC_FILE} is missing and {out / SUMMARY_FILE} is not a run of these configs "
-                         "(steps, parameters or corpus differ); use a new output folder")
-    folder.write_spec(out, spec)
-    log.warning(f"warning: {out / SPEC_FILE} was missing: written again from the run's configs (its summary "
-                "agrees on steps, parameters and corpus; versions and devices are this process's)")
+            (new.steps, new.params, new.corpus.fingerprint):
+        raise ValueError(f"{out / SPEC_FILE} is missing and {out / SUMMARY_FILE} is not a run of its configs "
+                         "(steps, parameters or corpus differ); move the folder aside to train the run again")
+    path = folder.write_spec(out, new)
+    log.warning(f"warning: {path} was missing: written again from the run's configs (its summary agrees on steps, "
+                "parameters and corpus; versions and devices are this process's)")
+    return path
 
 
 @contextlib.contextmanager
