@@ -182,3 +182,33 @@ def test_a_cut_branch_checkpoint_starts_again_from_its_trunk(sweep, tmp_path, ca
     assert run_sweep(f, out, progress=False, log=_quiet).trained == (branch.spec.run_id,)
     assert any(f"{ck}: damaged checkpoint" in r.getMessage() for r in caplog.records)
     assert _table(out).equals(_table(ref))  # trained again from the trunk's final state: the same run
+
+
+@pytest.mark.slow
+def test_a_ladder_killed_again_and_again_resumes_to_the_unbroken_runs(sweep, tmp_path):  # R2
+    f = sweep.parent / "kill-ladder.toml"
+    f.write_text('[sweep]\nname = "kl"\ndesign = "wsd-ladder"\ncorpus = "corpus"\n[model]\nseq_len = 32\n'
+                 '[train]\nbatch_size = 4\nn_evals = 2\neval_batches = 2\nlog_every = 2\ncheckpoint_every = 4\n'
+                 '[wsd-ladder]\nsizes = ["d16-l1"]\ntokens = [2560, 5120, 7680]\ncooldown_frac = 0.25\n'
+                 'warmup_steps = 2\n')
+    ref, out = tmp_path / "ref", tmp_path / "store"
+    run_sweep(f, ref, progress=False, log=_quiet)
+    cmd = [sys.executable, "-m", "scalefit.cli", "sweep", "run", str(f), "--out", str(out)]
+    for kill in range(3):  # SIGKILL once a checkpoint more than before has been written
+        seen = {p: p.stat().st_mtime_ns for p in out.rglob("state.npz")} if out.exists() else {}
+        proc = subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while proc.poll() is None and time.time() < deadline:
+            now = {p: p.stat().st_mtime_ns for p in out.rglob("state.npz")} if out.exists() else {}
+            if any(seen.get(p) != t for p, t in now.items()):
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.01)
+        proc.wait()
+    run_sweep(f, out, progress=False, log=_quiet)
+    assert not list(out.rglob("*.tmp"))
+    assert _table(out).equals(_table(ref))
+    for rid in _ids(f):
+        steps = [json.loads(line)["step"] for line in (out / rid / "metrics.jsonl").read_text().splitlines()]
+        assert steps == sorted(set(steps))  # every logged step once
