@@ -13,7 +13,7 @@ from scalefit.sweep.designs import DESIGNS
 from scalefit.sweep.plan import SWEEP_KEYS, SweepFileError, plan_sweep, read_sweep_file
 from scalefit.sweep.planned import SweepPlan
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow],
                     database=None)
 
 
