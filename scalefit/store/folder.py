@@ -14,6 +14,8 @@ run table (its status column).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import shutil
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import IO, Iterator, TypeVar
 
 from scalefit.atomic import TMP_SUFFIX, atomic_write_bytes, read_json, write_json
-from scalefit.store.records import (CHECKPOINT_FILE, DIVERGED_ASIDE, METRICS_FILE, PLAN_FILE, SPEC_FILE,
+from scalefit.store.records import (CHECKPOINT_FILE, DIVERGED_ASIDE, LOCK_FILE, METRICS_FILE, PLAN_FILE, SPEC_FILE,
                                     SUMMARY_FILE, TIMING_FILE, MetricRecord, PlanRecord, RunStatus, RunSummary,
                                     SpecRecord, SweepIndex, TimingRecord, sweep_index_file)
 
@@ -231,20 +233,40 @@ def run_dirs(store: Path) -> list[Path]:
                   and any((d / f).exists() for f in RUN_FILES))
 
 
+@contextlib.contextmanager
+def locked(run_dir: Path, *, wait: bool = False) -> Iterator[bool]:
+    """Hold the run folder's lock (``.lock``, the trainer's): yields True once held, or False at once when
+    another process holds it and ``wait`` is False. The OS drops it on exit or kill."""
+    with open(Path(run_dir) / LOCK_FILE, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def temp_files(run_dir: Path) -> list[Path]:
+    """The temporary files of cut writes in a run folder (see `remove_temp_files`), without touching them."""
+    run_dir = Path(run_dir)
+    names = tuple(Path(f).name + "." for f in (*RUN_FILES, TIMING_FILE))  # mkstemp's prefix: "<file>."
+    return [f for where in (run_dir, (run_dir / CHECKPOINT_FILE).parent)
+            for f in (where.iterdir() if where.is_dir() else ())
+            if f.name.endswith(TMP_SUFFIX) and f.name.startswith(names) and f.is_file()]
+
+
 def remove_temp_files(run_dir: Path) -> list[Path]:
     """Delete the temporary files that writes cut by a kill left in a run folder (``<file>.<random>.tmp``
     beside spec.json, summary.json, ... and the checkpoint; scalefit.atomic); returns them.
 
-    Call it only while holding the run's lock (scalefit.training.loop): a live writer's file is not garbage.
+    Call it only while holding the run's lock (`locked`, or the trainer's): a live writer's file is not garbage.
     """
-    run_dir = Path(run_dir)
-    names = tuple(Path(f).name + "." for f in (*RUN_FILES, TIMING_FILE))  # mkstemp's prefix: "<file>."
-    gone = []
-    for where in (run_dir, (run_dir / CHECKPOINT_FILE).parent):
-        for f in (where.iterdir() if where.is_dir() else ()):
-            if f.name.endswith(TMP_SUFFIX) and f.name.startswith(names) and f.is_file():
-                f.unlink(missing_ok=True)
-                gone.append(f)
+    gone = temp_files(run_dir)
+    for f in gone:
+        f.unlink(missing_ok=True)
     return gone
 
 

@@ -97,5 +97,6 @@ def _execute(plan: SweepPlan, run: PlannedRun, out: Path, run_dir: Path, startup
     t_end = time.perf_counter()
     timing = split_wall(marks, t_call, t_end, startup, resumed_from, run.spec.train.checkpoint_every)
     if timing.steps or not (run_dir / TIMING_FILE).exists():  # a call that trained nothing keeps the record
-        folder.write_timing(run_dir, timing)
+        with folder.locked(run_dir, wait=True):  # so another sweep never takes its temporary file for garbage
+            folder.write_timing(run_dir, timing)
     return RunResult(run.spec.run_id, summary, timing)

@@ -57,7 +57,12 @@ def _todo(plan: SweepPlan, out: Path, retry_diverged: bool,
             st = RunStatus.PENDING
         if st in (RunStatus.PENDING, RunStatus.PARTIAL):
             todo.append(r)
-        elif not (d / SPEC_FILE).exists():
+            continue
+        if folder.temp_files(d):  # a kill cut a write after the summary (timing.json): remove what it left
+            with folder.locked(d) as held:
+                if held:
+                    folder.remove_temp_files(d)
+        if not (d / SPEC_FILE).exists():
             log(f"{r.label}: {st} but {d / SPEC_FILE} is missing (the run table leaves it out): writing it again")
             todo.append(r)
     return todo, found

@@ -212,3 +212,13 @@ def test_a_ladder_killed_again_and_again_resumes_to_the_unbroken_runs(sweep, tmp
     for rid in _ids(f):
         steps = [json.loads(line)["step"] for line in (out / rid / "metrics.jsonl").read_text().splitlines()]
         assert steps == sorted(set(steps))  # every logged step once
+
+
+def test_a_temp_file_cut_after_the_summary_is_removed_by_the_next_sweep(sweep, finished, tmp_path):  # R3
+    out = tmp_path / "store"
+    shutil.copytree(finished, out)
+    rid = _ids(sweep)[0]
+    cut = out / rid / "timing.json.k3j2h1.tmp"  # killed between summary.json and timing.json
+    cut.write_text('{"wall": 1.')
+    assert run_sweep(sweep, out, progress=False, log=_quiet).trained == ()
+    assert not cut.exists() and _table(out).equals(_table(finished))
