@@ -14,14 +14,16 @@ run table (its status column).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator, TypeVar
 
-from scalefit.atomic import atomic_write_bytes, read_json, write_json
-from scalefit.store.records import (CHECKPOINT_FILE, DIVERGED_ASIDE, METRICS_FILE, PLAN_FILE, SPEC_FILE,
+from scalefit.atomic import TMP_SUFFIX, atomic_write_bytes, read_json, write_json
+from scalefit.store.records import (CHECKPOINT_FILE, DIVERGED_ASIDE, LOCK_FILE, METRICS_FILE, PLAN_FILE, SPEC_FILE,
                                     SUMMARY_FILE, TIMING_FILE, MetricRecord, PlanRecord, RunStatus, RunSummary,
                                     SpecRecord, SweepIndex, TimingRecord, sweep_index_file)
 
@@ -91,8 +93,15 @@ def write_timing(run_dir: Path, timing: TimingRecord) -> Path:
 
 
 def write_sweep_index(store: Path, index: SweepIndex) -> Path:
-    """Write ``<store>/sweep-<name>.json`` atomically."""
-    return write_json(Path(store) / sweep_index_file(index.name), index.to_dict())
+    """Write ``<store>/sweep-<name>.json`` atomically, unless it holds this index already (so running a
+    finished sweep again writes nothing, and works on a read-only store)."""
+    path = Path(store) / sweep_index_file(index.name)
+    try:
+        if path.is_file() and read_json(path) == index.to_dict():
+            return path
+    except ValueError:
+        pass  # a damaged index is replaced
+    return write_json(path, index.to_dict())
 
 
 @dataclass(frozen=True)
@@ -207,16 +216,58 @@ def run_status(run_dir: Path) -> RunStatus:
     return RunStatus.PARTIAL if (run_dir / CHECKPOINT_FILE).exists() else RunStatus.PENDING
 
 
+# The files of a run folder: a folder holding any of them is a run folder, listed even when one is missing.
+RUN_FILES = (SPEC_FILE, METRICS_FILE, SUMMARY_FILE, PLAN_FILE, CHECKPOINT_FILE)
+
+
 def run_dirs(store: Path) -> list[Path]:
-    """The run folders of a store, sorted: its subfolders with a spec.json, moved-aside attempts left out.
+    """The run folders of a store, sorted: its subfolders holding any run file (`RUN_FILES`), moved-aside
+    attempts left out. A folder without spec.json is listed too, so its reader can say it leaves it out.
 
     FileNotFoundError when ``store`` is not a folder.
     """
     store = Path(store)
     if not store.is_dir():
         raise FileNotFoundError(f"run store {store}: no such folder")
-    return sorted(d for d in store.iterdir()
-                  if d.is_dir() and (d / SPEC_FILE).exists() and DIVERGED_ASIDE not in d.name)
+    return sorted(d for d in store.iterdir() if d.is_dir() and DIVERGED_ASIDE not in d.name
+                  and any((d / f).exists() for f in RUN_FILES))
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path, *, wait: bool = False) -> Iterator[bool]:
+    """Hold the run folder's lock (``.lock``, the trainer's): yields True once held, or False at once when
+    another process holds it and ``wait`` is False. The OS drops it on exit or kill."""
+    with open(Path(run_dir) / LOCK_FILE, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def temp_files(run_dir: Path) -> list[Path]:
+    """The temporary files of cut writes in a run folder (see `remove_temp_files`), without touching them."""
+    run_dir = Path(run_dir)
+    names = tuple(Path(f).name + "." for f in (*RUN_FILES, TIMING_FILE))  # mkstemp's prefix: "<file>."
+    return [f for where in (run_dir, (run_dir / CHECKPOINT_FILE).parent)
+            for f in (where.iterdir() if where.is_dir() else ())
+            if f.name.endswith(TMP_SUFFIX) and f.name.startswith(names) and f.is_file()]
+
+
+def remove_temp_files(run_dir: Path) -> list[Path]:
+    """Delete the temporary files that writes cut by a kill left in a run folder (``<file>.<random>.tmp``
+    beside spec.json, summary.json, ... and the checkpoint; scalefit.atomic); returns them.
+
+    Call it only while holding the run's lock (`locked`, or the trainer's): a live writer's file is not garbage.
+    """
+    gone = temp_files(run_dir)
+    for f in gone:
+        f.unlink(missing_ok=True)
+    return gone
 
 
 def move_aside(run_dir: Path) -> Path:

@@ -23,6 +23,7 @@ as the mappings ``ModelConfig.to_dict()`` / ``TrainConfig.to_dict()`` wrote.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Mapping
@@ -39,9 +40,22 @@ LOCK_FILE = ".lock"
 DIVERGED_ASIDE = ".diverged-"
 
 
+# A sweep's name is a file name in its store and the default folder runs/<name>: a plain name, never a path.
+SWEEP_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def check_sweep_name(name: str) -> str:
+    """``name`` when it is a plain name (letters, digits, ``._-``; not ``.`` or ``..``), else ValueError."""
+    if not isinstance(name, str) or not SWEEP_NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError(f"sweep name {name!r} is not a plain name (letters, digits, '.', '_' or '-', not '.' "
+                         "or '..'): it names a folder and a file of the run store")
+    return name
+
+
 def sweep_index_file(name: str) -> str:
-    """File name of a sweep's index in its store: ``sweep-<name>.json``."""
-    return f"sweep-{name}.json"
+    """File name of a sweep's index in its store: ``sweep-<name>.json``; ValueError for a name that is not
+    plain (`check_sweep_name`), so the index can never be written outside the store."""
+    return f"sweep-{check_sweep_name(name)}.json"
 
 
 def finite_or_none(v: float) -> float | None:

@@ -9,8 +9,8 @@ loss and run are filled from these by ``n_kind`` / ``c_kind`` / ``loss`` and nam
 
 Run folders are read through their records (scalefit.store.records, scalefit.store.folder), and a
 run's status is `scalefit.store.folder.run_status`, the rule the sweep follows too. Damaged records
-never stop a load and are never dropped silently: a run folder whose spec.json or summary.json does
-not read is skipped, a metrics line that does not read is left out, a plan.json that does not read
+never stop a load and are never dropped silently: a run folder whose spec.json is missing or does
+not read, or whose summary.json does not read, is skipped, a metrics line that does not read is left out, a plan.json that does not read
 leaves the sweep columns empty, and each is listed in ``df.attrs["skipped"]`` as (file, reason).
 """
 
@@ -25,7 +25,8 @@ import pandas as pd
 
 from scalefit.conventions import COUNTED, CKind, NKind, run_flops
 from scalefit.store import folder
-from scalefit.store.records import METRIC_FIELDS, METRICS_FILE, PLAN_FILE, SUMMARY_FILE, MetricRecord, Role
+from scalefit.store.records import (METRIC_FIELDS, METRICS_FILE, PLAN_FILE, SPEC_FILE, SUMMARY_FILE, MetricRecord,
+                                    Role, RunStatus)
 
 # The run table: column -> meaning. `load` and `ingest` return exactly these columns, in this order.
 RUN_TABLE: dict[str, str] = {
@@ -98,7 +99,19 @@ def _or(v, default):
     return default if v is None else v
 
 
+def _no_spec(d: Path) -> str:
+    """Why a run folder without spec.json is left out, by what it does hold."""
+    st = folder.run_status(d)
+    if st is RunStatus.PENDING and not (d / METRICS_FILE).exists():
+        return "missing: the run has not started (plan.json only); run left out"
+    return (f"missing, so the run ({st.value}) has no configs or parameter counts; run left out (`scalefit sweep "
+            "run` on its sweep file writes it again)")
+
+
 def _run_row(d: Path, skipped: list) -> tuple[dict, list[dict]] | None:
+    if not (d / SPEC_FILE).exists():
+        skipped.append((str(d / SPEC_FILE), _no_spec(d)))
+        return None
     spec = _record(folder.read_spec, d, skipped)
     if spec is None:
         return None

@@ -24,8 +24,11 @@ import math
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
+from pydantic import BaseModel
+
 from scalefit.conventions import CKind, NKind
 from scalefit.store.records import Role
+from scalefit.sweep import schema
 from scalefit.sweep.planned import PlannedRun, SweepPlan
 from scalefit.training import counting
 from scalefit.training.config import ModelConfig, TrainConfig, get_preset
@@ -62,7 +65,11 @@ class DesignInput:
         """The preset with the [model] overrides (seq_len, compute_dtype, tie_embeddings) and ``over``."""
         m = self.doc.get("model", {})
         changes = {k: m[k] for k in ("seq_len", "compute_dtype", "tie_embeddings") if k in m}
-        return get_preset(preset).with_overrides(**changes, **over)
+        base = get_preset(preset)  # ValueError listing the presets for a name that is not one
+        try:
+            return base.with_overrides(**changes, **over)
+        except ValueError as e:
+            raise DesignError(f"[model] {e}") from None
 
     def train(self, **over) -> TrainConfig:
         """The [train] table with ``over`` (the budget, the schedule a design sets); DesignError if invalid."""
@@ -83,9 +90,14 @@ class Design:
     """One sweep design."""
 
     build: Callable[[DesignInput], Layout]  # lays out the runs
-    keys: frozenset[str]  # allowed keys of the design's table; any other is an error naming its line
+    schema: type[BaseModel]  # its table's keys and their types (scalefit.sweep.schema); checked before build
     checks: Callable[[SweepPlan], list[str]] = _nothing  # warnings only this design can raise
     totals: Callable[[SweepPlan], list[str]] = _nothing  # lines under the printed plan's total
+
+    @property
+    def keys(self) -> frozenset[str]:
+        """Allowed keys of the design's table; any other is an error naming its line."""
+        return schema.keys(self.schema)
 
 
 def _isoflop(d: DesignInput) -> Layout:
@@ -183,27 +195,32 @@ def _wsd_ladder_totals(plan: SweepPlan) -> list[str]:
 
 def _moe(d: DesignInput) -> Layout:
     m = d.table
-    runs = []
+    runs, warns = [], []
+    top_ks = m.get("top_k", [1])
+    for e in m["experts"]:
+        fits = [k for k in top_ks if k <= e] if e > 1 else [1]  # the dense baseline routes to its one MLP
+        if not fits:
+            raise DesignError(f"[moe] experts = {e}: every top_k {top_ks} exceeds the expert count, so no "
+                              f"run has {e} experts; lower top_k or remove {e} from experts")
+        if len(fits) < len(top_ks) and e > 1:
+            warns.append(f"moe: {e} experts: top_k {sorted(set(top_ks) - set(fits))} exceeds the expert count; "
+                         "those pairs are left out")
     for n in m.get("sizes", d.ladder):
         base = d.shape(n, n_expert=1, top_k=1)
         n_act = counting.param_counts(base).active
         tokens = float(m["tokens"]) if "tokens" in m else float(m.get("tokens_per_param", 20.0)) * n_act
         for e in m["experts"]:
-            for k in (m.get("top_k", [1]) if e > 1 else [1]):
-                if k > e:
-                    continue
+            for k in ([k for k in top_ks if k <= e] if e > 1 else [1]):
                 d_ff = max(16, round(base.d_ff / k / 16) * 16)  # k experts of width d_ff/k ~ one dense MLP
-                model = base.with_overrides(n_expert=int(e), top_k=int(k), d_ff=d_ff)
+                model = base.with_overrides(n_expert=e, top_k=k, d_ff=d_ff)
                 tag = "dense" if e == 1 else f"moe{e}-top{k}"
                 runs.append(d.make(model, d.train(tokens=tokens), label=f"{n}/{tag}", preset=n, group=n))
-    return Layout(runs, [], ["moe: matched active parameters (expert width d_ff / top_k), same D per base size"])
+    return Layout(runs, warns, ["moe: matched active parameters (expert width d_ff / top_k), same D per base size"])
 
 
 DESIGNS: dict[str, Design] = {
-    "isoflop": Design(_isoflop, frozenset({"budgets", "sizes_per_budget", "tokens_per_param", "n_kind",
-                                           "flops_convention"}), checks=_isoflop_checks),
-    "grid": Design(_grid, frozenset({"sizes", "tokens"})),
-    "wsd-ladder": Design(_wsd_ladder, frozenset({"sizes", "tokens", "cooldown_frac", "warmup_steps"}),
-                         totals=_wsd_ladder_totals),
-    "moe": Design(_moe, frozenset({"sizes", "experts", "top_k", "tokens_per_param", "tokens"})),
+    "isoflop": Design(_isoflop, schema.IsoflopTable, checks=_isoflop_checks),
+    "grid": Design(_grid, schema.GridTable),
+    "wsd-ladder": Design(_wsd_ladder, schema.WsdLadderTable, totals=_wsd_ladder_totals),
+    "moe": Design(_moe, schema.MoeTable),
 }

@@ -16,13 +16,13 @@ from pathlib import Path
 import jax
 
 from scalefit.store import folder
-from scalefit.store.records import (CHECKPOINT_FILE, SUMMARY_FILE, MetricRecord, PlanRecord, RunStatus,
-                                    RunSummary)
+from scalefit.store.records import (CHECKPOINT_FILE, FINISHED, SPEC_FILE, SUMMARY_FILE, TIMING_FILE, MetricRecord,
+                                    PlanRecord, RunStatus, RunSummary)
 from scalefit.sweep.plan import PlannedRun, SweepPlan
 from scalefit.sweep.timing import Timing, split_wall
-from scalefit.training.checkpoint import checkpoint_step
+from scalefit.training.checkpoint import checkpoint_step, set_aside_if_damaged
 from scalefit.training.corpus import default_cache_dir
-from scalefit.training.loop import train_run
+from scalefit.training.loop import restore_spec, train_run
 
 
 @dataclass(frozen=True)
@@ -73,10 +73,22 @@ def execute_run(plan: SweepPlan, run: PlannedRun, out: str | os.PathLike, *,
     compile_cache()
     out = Path(out)
     run_dir = out / run.spec.run_id
+    try:
+        return _execute(plan, run, out, run_dir, startup)
+    except OSError as e:  # a full disk, a store turned read-only: the run folder, and that the store is safe
+        raise OSError(e.errno, f"{run_dir}: {e.strerror or e} while training {run.label}; the finished runs and "
+                               "this run's last checkpoint are intact: fix it and run the sweep again to resume"
+                      ) from None
+
+
+def _execute(plan: SweepPlan, run: PlannedRun, out: Path, run_dir: Path, startup: float) -> RunResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     folder.write_plan(run_dir, plan_record(plan, run))
     if run.parent is not None:
+        set_aside_if_damaged(run_dir)  # a branch's last good state is then its parent's final one
         seed_from_parent(run, out)
+    if folder.run_status(run_dir) in FINISHED and not (run_dir / SPEC_FILE).exists():
+        restore_spec(run.spec, out)  # the folder's name is the hash of these configs: they are its own
     resumed_from = checkpoint_step(run_dir)
     marks: list[tuple[float, MetricRecord]] = []
     t_call = time.perf_counter()
@@ -84,5 +96,7 @@ def execute_run(plan: SweepPlan, run: PlannedRun, out: str | os.PathLike, *,
                         on_step=lambda rec: marks.append((time.perf_counter(), rec)))
     t_end = time.perf_counter()
     timing = split_wall(marks, t_call, t_end, startup, resumed_from, run.spec.train.checkpoint_every)
-    folder.write_timing(run_dir, timing)
+    if timing.steps or not (run_dir / TIMING_FILE).exists():  # a call that trained nothing keeps the record
+        with folder.locked(run_dir, wait=True):  # so another sweep never takes its temporary file for garbage
+            folder.write_timing(run_dir, timing)
     return RunResult(run.spec.run_id, summary, timing)

@@ -17,11 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import os
 import tomllib
 from dataclasses import replace
 from pathlib import Path
 
 from scalefit.store.records import Role
+from scalefit.sweep import schema
 from scalefit.sweep.checks import identifiability_warnings
 from scalefit.sweep.designs import DESIGNS, DesignError, DesignInput
 from scalefit.sweep.planned import PlannedRun, SweepPlan
@@ -29,17 +31,13 @@ from scalefit.training import counting
 from scalefit.training.config import PRESETS, ModelConfig, RunSpec, TrainConfig, get_preset
 from scalefit.training.corpus import load_corpus
 
-# Allowed keys of each table of a sweep file; anything else is an error naming its line. The budget
-# is the design's to set, and so is the cooldown (a wsd-ladder's own key).
-_TRAIN_KEYS = frozenset(f.name for f in TrainConfig.__dataclass_fields__.values()) - {
-    "tokens", "flops", "flops_convention", "schedule", "cooldown_frac"}
-BASE_KEYS: dict[str, frozenset[str]] = {
-    "sweep": frozenset({"name", "design", "corpus", "val_fraction"}),
-    "model": frozenset({"family", "ladder", "seq_len", "compute_dtype", "tie_embeddings"}),
-    "train": _TRAIN_KEYS | {"schedule"},
-}
+# Allowed keys of each table of a sweep file (scalefit.sweep.schema); anything else is an error naming
+# its line. The budget is the design's to set, and so is the cooldown (a wsd-ladder's own key).
+_TRAIN_KEYS = schema.keys(schema.TrainTable) - {"schedule"}
+BASE_KEYS: dict[str, frozenset[str]] = {t: schema.keys(m) for t, m in schema.BASE_TABLES.items()}
 # Every table a sweep file may hold: the base tables and one per design, with the design's own keys.
 SWEEP_KEYS: dict[str, frozenset[str]] = {**BASE_KEYS, **{name: d.keys for name, d in DESIGNS.items()}}
+_SCHEMAS = {**schema.BASE_TABLES, **{name: d.schema for name, d in DESIGNS.items()}}
 
 
 class SweepFileError(ValueError):
@@ -51,7 +49,7 @@ def _key_lines(text: str) -> dict[tuple[str, str], int]:
     where, table = {}, ""
     for i, line in enumerate(text.splitlines(), 1):
         s = line.split("#", 1)[0].strip()
-        if m := re.fullmatch(r"\[\s*([^\[\]]+?)\s*\]", s):
+        if m := re.fullmatch(r"\[\[?\s*([^\[\]]+?)\s*\]\]?", s):
             table = m.group(1).strip().strip('"')
             where.setdefault(("", table), i)
         elif m := re.match(r"""^["']?([A-Za-z0-9_\-]+)["']?\s*=""", s):
@@ -59,54 +57,99 @@ def _key_lines(text: str) -> dict[tuple[str, str], int]:
     return where
 
 
-def read_sweep_file(path: str | Path) -> dict:
-    """Parse a sweep file and check every table and key against `SWEEP_KEYS`.
+def _text(p: Path) -> str:
+    """The file's text; SweepFileError naming it when it is not a readable UTF-8 file."""
+    if p.is_dir():
+        raise SweepFileError(f"{p}: is a folder, expected a sweep file (TOML)")
+    try:
+        return p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SweepFileError(f"{p}: not a text file (byte {e.start} is not UTF-8); a sweep file is UTF-8 "
+                             "TOML") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p}: no such sweep file") from None
+    except OSError as e:
+        raise OSError(e.errno, f"{p}: cannot read the sweep file ({e.strerror})") from None
 
-    SweepFileError naming the file, the offending key and its line for unknown tables or keys, a
-    missing design table or a design name outside `DESIGNS`.
+
+def read_sweep_file(path: str | Path) -> dict:
+    """Parse a sweep file and check it against the schema (scalefit.sweep.schema, `SWEEP_KEYS`).
+
+    SweepFileError naming the file, the offending table and key, and its line, for unknown tables or
+    keys, a value of the wrong type or range, a missing design table or a design name outside `DESIGNS`.
     """
     p = Path(path)
-    text = p.read_text()
+    text = _text(p)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SweepFileError(f"{p}: not valid TOML ({e})") from None
     lines = _key_lines(text)
     for table, body in doc.items():
+        line = lines.get(("", table), "?")
+        if table in SWEEP_KEYS and not isinstance(body, dict):
+            what = "an array of tables [[...]]" if isinstance(body, list) else "a value"
+            raise SweepFileError(f"{p}, line {line}: {table} is {what}; expected one table [{table}]")
         if table not in SWEEP_KEYS or not isinstance(body, dict):
-            raise SweepFileError(f"{p}, line {lines.get(('', table), '?')}: unknown table [{table}]; expected one of "
+            raise SweepFileError(f"{p}, line {line}: unknown table [{table}]; expected one of "
                                  f"{sorted(SWEEP_KEYS)}")
         for key in body:
             if key not in SWEEP_KEYS[table]:
-                raise SweepFileError(f"{p}, line {lines.get((table, key), '?')}: unknown key {key!r} in "
+                line = lines.get((table, key), lines.get(("", f"{table}.{key}"), "?"))  # [train.x] too
+                raise SweepFileError(f"{p}, line {line}: unknown key {key!r} in "
                                      f"[{table}]; allowed keys: {sorted(SWEEP_KEYS[table])}")
-    design = doc.get("sweep", {}).get("design")
-    if design not in DESIGNS:
+    if "sweep" not in doc or "design" not in doc["sweep"]:
+        raise SweepFileError(f"{p}: no [sweep] design; set design to one of {tuple(DESIGNS)}")
+    design = doc["sweep"]["design"]
+    if not isinstance(design, str) or design not in DESIGNS:
         raise SweepFileError(f"{p}, line {lines.get(('sweep', 'design'), '?')}: [sweep] design must be one "
                              f"of {tuple(DESIGNS)}, got {design!r}")
     if design not in doc:
         raise SweepFileError(f"{p}: design {design!r} needs a [{design}] table")
+    problems = []
+    for table, body in doc.items():
+        try:
+            schema.check_table(table, _SCHEMAS[table], body)
+        except schema.SweepSchemaError as e:
+            problems += e.problems
+    if problems:
+        raise SweepFileError("\n".join(f"{p}, line {lines.get((t, k), '?')}: [{t}] {msg}" for t, k, msg in problems))
     return doc
 
 
 def _ladder(doc: dict, p: Path) -> list[str]:
     m = doc.get("model", {})
     family = m.get("family", "dense")
-    if family not in ("dense", "moe"):
-        raise SweepFileError(f"{p}: [model] family must be 'dense' or 'moe', got {family!r}")
     names = m.get("ladder") or [k for k, c in PRESETS.items()
                                 if (c.is_moe == (family == "moe")) and not c.tie_embeddings and c.n_kv_head == c.n_head]
     for n in names:
-        get_preset(n)
+        try:
+            get_preset(n)
+        except ValueError as e:
+            raise SweepFileError(f"{p}: [model] ladder: {e}") from None
     return names
 
 
-def _corpus(doc: dict, p: Path) -> str | None:
+def resolve_corpus(doc: dict, p: Path, corpus: str | os.PathLike | None = None) -> str | None:
+    """The corpus path of a sweep (None = the standard library).
+
+    ``corpus`` (the command line's ``--corpus``) is used as given: the user named it. The file's own
+    ``[sweep] corpus`` is resolved relative to the sweep file's folder (symbolic links followed) and
+    must stay inside it: a sweep file handed around must not make anyone train on (and cache) a file
+    it points at elsewhere, such as /etc/shadow or ../../secret. SweepFileError naming the path otherwise.
+    """
+    if corpus is not None:
+        return str(Path(corpus).expanduser().resolve())
     c = doc.get("sweep", {}).get("corpus", "stdlib")
-    if c in (None, "stdlib"):
+    if c == "stdlib":
         return None
-    q = Path(c).expanduser()
-    return str(q if q.is_absolute() else (p.parent / q).resolve())
+    home = p.parent.resolve()
+    q = (home / Path(c).expanduser()).resolve()
+    if not q.is_relative_to(home):
+        raise SweepFileError(f"{p}: [sweep] corpus {c!r} leaves the sweep file's folder {home} (it resolves to "
+                             f"{q}); a sweep file's corpus must lie inside its folder. To train on it, name it "
+                             "on the command line: --corpus PATH")
+    return str(q)
 
 
 def run_id(model: ModelConfig, train: TrainConfig, corpus_fingerprint: str, parent: str | None,
@@ -133,27 +176,41 @@ def _make(model: ModelConfig, train: TrainConfig, fp: str, corpus: str | None, *
                       pc.active, fpt.six_n * tokens, fpt.exact * tokens)
 
 
-def plan_sweep(path: str | Path) -> SweepPlan:
-    """Read a sweep file and lay out every run (the designs: scalefit.sweep.designs)."""
+def plan_sweep(path: str | Path, *, corpus: str | os.PathLike | None = None) -> SweepPlan:
+    """Read a sweep file and lay out every run (the designs: scalefit.sweep.designs).
+
+    corpus: a corpus to use instead of the file's ``[sweep] corpus`` (see `resolve_corpus`).
+    SweepFileError naming the file for anything in it that cannot be planned.
+    """
     p = Path(path)
     doc = read_sweep_file(p)
     s = doc["sweep"]
     design = s["design"]
-    corpus = _corpus(doc, p)
-    fp = load_corpus(corpus, **({"val_fraction": s["val_fraction"]} if "val_fraction" in s else {})).fingerprint
+    name = s.get("name", p.stem)
+    if not re.fullmatch(schema.NAME_PATTERN, name) or name in (".", ".."):
+        raise SweepFileError(f"{p}: the sweep's name {name!r} (the file's stem) is not a plain name (letters, "
+                             "digits, '.', '_' or '-'); set [sweep] name")
+    corpus_path = resolve_corpus(doc, p, corpus)
+    try:
+        fp = load_corpus(corpus_path, **({"val_fraction": s["val_fraction"]} if "val_fraction" in s else {})
+                         ).fingerprint
+    except ValueError as e:
+        raise SweepFileError(f"{p}: {e}") from None
 
     def make(model, train, **where) -> PlannedRun:
-        return _make(model, train, fp, corpus, **where)
+        return _make(model, train, fp, corpus_path, **where)
 
     try:
         runs, warns, notes = DESIGNS[design].build(DesignInput(doc, tuple(_ladder(doc, p)), make))
-    except DesignError as e:
+    except SweepFileError:
+        raise
+    except (ValueError, KeyError, TypeError) as e:  # a DesignError, or a budget no run can train on
         raise SweepFileError(f"{p}: {e}") from None
-    except (KeyError, TypeError) as e:
-        raise SweepFileError(f"{p}: [{design}] missing or malformed setting: {e}") from None
+    if not runs:
+        raise SweepFileError(f"{p}: the [{design}] table lays out no runs")
     ids = [r.spec.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise SweepFileError(f"{p}: two runs of the design are identical (same shape and budget); "
                              "remove the duplicate sizes or budgets")
-    plan = SweepPlan(s.get("name", p.stem), design, str(p), corpus, tuple(runs), tuple(notes))
+    plan = SweepPlan(name, design, str(p), corpus_path, tuple(runs), tuple(notes))
     return replace(plan, warnings=tuple(warns) + identifiability_warnings(plan))

@@ -16,6 +16,7 @@ skipped, with a line saying so.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Callable, Mapping
 from tqdm.auto import tqdm
 
 from scalefit.store import folder
-from scalefit.store.records import RunStatus, SweepIndex, TimingRecord
+from scalefit.store.records import SPEC_FILE, RunStatus, SweepIndex, TimingRecord, check_sweep_name
 from scalefit.sweep.executors import EXECUTORS, Executor
 from scalefit.sweep.plan import PlannedRun, SweepPlan, plan_sweep
 
@@ -41,8 +42,12 @@ class SweepReport:
     workers: int = 1  # runs the executor trained at once (its slots)
 
 
-def _todo(plan: SweepPlan, out: Path, retry_diverged: bool) -> tuple[list[PlannedRun], dict[str, RunStatus]]:
-    """Runs still to train, in plan order, and the state every run was found in."""
+def _todo(plan: SweepPlan, out: Path, retry_diverged: bool,
+          log: Callable[[str], None]) -> tuple[list[PlannedRun], dict[str, RunStatus]]:
+    """Runs still to train, in plan order, and the state every run was found in.
+
+    A finished run that lost its spec.json is handed to the trainer too, which writes the file again
+    (the run table cannot read a run without it), and a line says so."""
     found, todo = {}, []
     for r in plan.runs:
         d = out / r.spec.run_id
@@ -53,12 +58,30 @@ def _todo(plan: SweepPlan, out: Path, retry_diverged: bool) -> tuple[list[Planne
             st = RunStatus.PENDING
         if st in (RunStatus.PENDING, RunStatus.PARTIAL):
             todo.append(r)
+            continue
+        if folder.temp_files(d):  # a kill cut a write after the summary (timing.json): remove what it left
+            with folder.locked(d) as held:
+                if held:
+                    folder.remove_temp_files(d)
+        if not (d / SPEC_FILE).exists():
+            log(f"{r.label}: {st} but {d / SPEC_FILE} is missing (the run table leaves it out): writing it again")
+            todo.append(r)
     return todo, found
+
+
+def _check_writable(out: Path, n: int) -> None:
+    """OSError naming the store when no file can be created in it (read-only, no permission, no space)."""
+    try:
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise OSError(e.errno, f"run store {out} is not writable ({e.strerror}): {n} runs left to train; the "
+                               f"finished ones read as they are (scalefit runs ls {out})") from None
 
 
 def run_sweep(sweep: str | os.PathLike | SweepPlan, out: str | os.PathLike | None = None, *,
               executor: str = "local", ray_address: str | None = None, jobs: int | None = None,
-              retry_diverged: bool = False, progress: bool = True,
+              retry_diverged: bool = False, corpus: str | os.PathLike | None = None, progress: bool = True,
               log: Callable[[str], None] = print) -> SweepReport:
     """Train every run of a sweep file (or plan) that is not finished; return what was found and done.
 
@@ -67,16 +90,18 @@ def run_sweep(sweep: str | os.PathLike | SweepPlan, out: str | os.PathLike | Non
     (``jobs`` pinned worker processes, one per core when None) or "ray" (one worker per CPU of the Ray
     cluster at ``ray_address``, a local one if None; every worker writes to ``out``, which must be a
     shared filesystem). With more than one slot the longest runs go first (by FLOPs), which ends the
-    sweep sooner than plan order; parents still come before their children.
+    sweep sooner than plan order; parents still come before their children. corpus: train on this
+    corpus instead of the sweep file's own (scalefit.sweep.plan.resolve_corpus).
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {', '.join(map(repr, EXECUTORS))}, got {executor!r}")
-    plan = sweep if isinstance(sweep, SweepPlan) else plan_sweep(sweep)
+    plan = sweep if isinstance(sweep, SweepPlan) else plan_sweep(sweep, corpus=corpus)
+    check_sweep_name(plan.name)  # a plan built in code is held to the sweep file's rule
     out = Path(out) if out is not None else Path("runs") / plan.name
     out.mkdir(parents=True, exist_ok=True)
     folder.write_sweep_index(out, SweepIndex(plan.name, plan.design, plan.source,
                                              tuple(r.spec.run_id for r in plan.runs)))
-    todo, found = _todo(plan, out, retry_diverged)
+    todo, found = _todo(plan, out, retry_diverged, log)
     for w in plan.warnings:
         log(f"warning: {w}")
     counts = {st: sum(v is st for v in found.values()) for st in RunStatus}
@@ -84,6 +109,8 @@ def run_sweep(sweep: str | os.PathLike | SweepPlan, out: str | os.PathLike | Non
         f"{counts[RunStatus.PARTIAL]} partial (resumed), {counts[RunStatus.DIVERGED]} diverged"
         f"{' (retried)' if retry_diverged else ' (kept; --retry-diverged trains them again)'}, "
         f"{len(todo)} to train -> {out}")
+    if todo:
+        _check_writable(out, len(todo))
     t0 = time.perf_counter()
     pool = EXECUTORS[executor].open(plan, out, address=ray_address, jobs=jobs, log=log)
     try:

@@ -12,7 +12,11 @@ Resuming: calling :func:`train` again on the same folder with the same configs c
 checkpoint. metrics.jsonl is cut back to the checkpoint's step first (including a half-written last
 line from a kill), so the finished log has every logged step exactly once, and because batches are a
 pure function of (seed, step) the resumed run is the unbroken run. A finished folder (summary.json
-present) is not trained again.
+present) is not trained again; if it lost its spec.json, a sweep writes it again from the configs
+when the summary agrees with them (`restore_spec`). Temporary files that a kill left from a cut write
+are removed, and a checkpoint that does not read (cut or damaged outside the trainer; its writes are
+atomic) is moved to ``ckpt/state.npz.damaged-<n>`` with a warning naming it, and the run starts again
+from step 0.
 
 Conventions: losses are nats per token (cross-entropy, without the MoE load-balancing term, which is
 logged as aux_loss); ``tokens`` are training tokens; ``flops_6N`` = 6 * N * tokens with the N of
@@ -25,13 +29,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import logging
 import math
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,20 +43,19 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-import scalefit
 from scalefit.store import folder
-from scalefit.store.records import (FINISHED, LOCK_FILE, METRICS_FILE, SPEC_FILE, SUMMARY_FILE,
-                                    FlopsPerTokenRecord, MetricRecord, MoeStats, ParamsRecord, RunStatus,
-                                    RunSummary, SpecRecord, finite_or_none)
-from scalefit.training import counting, model
+from scalefit.store.records import (FINISHED, LOCK_FILE, METRICS_FILE, SPEC_FILE, SUMMARY_FILE, MetricRecord,
+                                    RunStatus, RunSummary, SpecRecord)
+from scalefit.training import counting, model, runfolder
+from scalefit.training.runfolder import LOSS_UNIT, restore_spec  # noqa: F401  (importable from here too)
+from scalefit.training.checkpoint import load_checkpoint, save_checkpoint, set_aside_if_damaged
 from scalefit.training.host import keep_freed_memory
-from scalefit.training.checkpoint import load_checkpoint, save_checkpoint
 from scalefit.training.config import ComputeConfig, ModelConfig, RunSpec, TrainConfig
 from scalefit.training.corpus import Corpus, check_length, eval_batches, get_batch, load_corpus
-from scalefit.training.optim import lr_table, make_optimizer, warmup_steps
+from scalefit.training.optim import lr_table, make_optimizer
 from scalefit.training.parallel import Placement, constrain, is_writer, placement, single_device, to_host
 
-LOSS_UNIT = "nats per token (cross-entropy, natural log)"  # spec.json's loss_unit
+log = logging.getLogger(__name__)  # unconfigured, a warning reaches stderr as its bare message
 
 
 class TrainState(NamedTuple):
@@ -167,39 +170,6 @@ def evaluate(eval_fn: Callable, params: dict, batches: list) -> float:
     return float(np.mean([float(to_host(eval_fn(params, x, y))) for x, y in batches]))
 
 
-def _spec(model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus, steps: int,
-          place: Placement) -> SpecRecord:
-    pc = counting.param_counts(model_cfg)
-    fpt = counting.flops_per_token(model_cfg)
-    return SpecRecord(
-        model=model_cfg.to_dict(), train=train_cfg.to_dict(), corpus=corpus.info(),
-        params=ParamsRecord(total=pc.total, embedding=pc.embedding, non_embedding=pc.non_embedding,
-                            active=pc.active),
-        flops_per_token=FlopsPerTokenRecord(six_n=fpt.six_n, exact=fpt.exact),
-        steps=steps, tokens_per_step=counting.tokens_per_step(model_cfg, train_cfg),
-        warmup_steps=warmup_steps(train_cfg, steps), loss_unit=LOSS_UNIT,
-        scalefit_version=scalefit.__version__,
-        python_version=platform.python_version(),  # the default corpus is this stdlib's source
-        jax_version=jax.__version__, backend=jax.default_backend(),
-        devices=tuple(str(d) for d in place.mesh.devices.flat))
-
-
-def _check_same_config(path: Path, key: str, old: Mapping, new: dict) -> None:
-    if dict(old) != new:
-        diff = sorted(k for k in new if old.get(k) != new[k])
-        raise ValueError(f"{path} holds a run with a different {key} config (fields {diff}); "
-                         "use a new output folder")
-
-
-def _check_same_run(path: Path, old: SpecRecord, new: SpecRecord) -> None:
-    """ValueError when a run folder already holds a different run."""
-    _check_same_config(path, "model", old.model, dict(new.model))
-    _check_same_config(path, "train", old.train, dict(new.train))
-    if old.corpus.fingerprint != new.corpus.fingerprint:
-        raise ValueError(f"{path} holds a run on a different corpus (fingerprint "
-                         f"{old.corpus.fingerprint} vs {new.corpus.fingerprint})")
-
-
 def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: str | os.PathLike, *,
           corpus: Corpus | str | os.PathLike | None = None, progress: bool = True,
           on_step: Callable[[MetricRecord], None] | None = None,
@@ -218,11 +188,15 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: str | os.Path
     if (out / SUMMARY_FILE).exists():
         summary = folder.read_summary(out)
         if summary.status in FINISHED:
+            if not (out / SPEC_FILE).exists():
+                raise FileNotFoundError(f"{out / SPEC_FILE} is missing, so the finished run in {out} cannot be "
+                                        "checked against these configs (a sweep writes it again: scalefit sweep run)")
+            corpus = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
             old = folder.read_spec(out)
-            _check_same_config(out / SPEC_FILE, "model", old.model, model_cfg.to_dict())
-            _check_same_config(out / SPEC_FILE, "train", old.train, train_cfg.to_dict())
+            runfolder.check_same_config(out / SPEC_FILE, "model", old.model, model_cfg.to_dict())
+            runfolder.check_same_config(out / SPEC_FILE, "train", old.train, train_cfg.to_dict())
             # A finished run on another corpus is not this run: refuse rather than hand it back.
-            fp = (corpus if isinstance(corpus, Corpus) else load_corpus(corpus)).fingerprint
+            fp = corpus.fingerprint
             if old.corpus.fingerprint != fp:
                 raise ValueError(f"{out / SPEC_FILE} holds a finished run on a different corpus "
                                  f"(fingerprint {old.corpus.fingerprint} vs {fp})")
@@ -234,14 +208,18 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: str | os.Path
     check_length(corpus.val, model_cfg.seq_len, f"corpus {corpus.source} (validation split)")
     place = placement(compute or ComputeConfig(), model_cfg)
     place.check_batch(train_cfg.batch_size)
-    spec = _spec(model_cfg, train_cfg, corpus, steps, place)
+    spec = runfolder.spec_record(model_cfg, train_cfg, corpus, steps, place)
     writer = is_writer()
     if (out / SPEC_FILE).exists():
-        _check_same_run(out / SPEC_FILE, folder.read_spec(out), spec)
+        runfolder.check_same_run(out / SPEC_FILE, folder.read_spec(out), spec)
     elif writer:
         folder.write_spec(out, spec)
 
     with _run_lock(out) if writer else contextlib.nullcontext():
+        if writer:
+            for f in folder.remove_temp_files(out):  # writes a kill cut: the files they replace are intact
+                log.info(f"removed {f}, left by an interrupted write")
+            set_aside_if_damaged(out)  # a checkpoint cut or damaged outside: start again from step 0
         tx = make_optimizer(train_cfg)  # the rate is fed per step from lr_table
         state = init_state(model_cfg, tx, train_cfg.seed, place)
         restored = load_checkpoint(out, jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state))
@@ -331,7 +309,7 @@ def _loop(run: _RunContext, state: TrainState, resume: _Resume) -> RunSummary:
             finite = math.isfinite(loss) and math.isfinite(objective)
             if not finite or done % cfg.log_every == 0 or done in evals:
                 eval_loss = evaluate(eval_fn, state.params, val) if finite and done in evals else None
-                last = _record(done, spec, to_host(stats), lrs[s], eval_loss, run.model.is_moe,
+                last = runfolder.metric_record(done, spec, to_host(stats), lrs[s], eval_loss, run.model.is_moe,
                                wall0 + time.perf_counter() - t0)
                 log.append(last)
                 shown = {"loss": f"{loss:.3f}"}
@@ -349,7 +327,7 @@ def _loop(run: _RunContext, state: TrainState, resume: _Resume) -> RunSummary:
                 if run.writer:
                     save_checkpoint(run.out, host, {"wall_time": wall0 + time.perf_counter() - t0})
     bar.close()
-    summary = _summary(spec, status, diverged_at, last, wall0 + time.perf_counter() - t0)
+    summary = runfolder.summary_record(spec, status, diverged_at, last, wall0 + time.perf_counter() - t0)
     if run.writer:
         folder.write_summary(run.out, summary)
     return summary
@@ -366,29 +344,3 @@ class _NoLog:
 
     def append(self, record: MetricRecord) -> None:
         """Drop it: process 0 writes the log."""
-
-
-def _record(step: int, spec: SpecRecord, stats: dict, lr, eval_loss: float | None, is_moe: bool,
-            wall: float) -> MetricRecord:
-    """The metrics record of the state after ``step`` updates."""
-    tokens = step * spec.tokens_per_step
-    moe = None
-    if is_moe:
-        load = np.asarray(stats["expert_load"]).round(6).tolist()  # [L][E]
-        moe = MoeStats(aux_loss=finite_or_none(float(stats["aux_loss"])), expert_load=tuple(map(tuple, load)),
-                       dropped_frac=finite_or_none(float(stats["dropped_frac"])))
-    return MetricRecord(step=step, tokens=tokens, flops_6N=spec.flops_per_token.six_n * tokens,
-                        flops_exact=spec.flops_per_token.exact * tokens,
-                        train_loss=finite_or_none(float(stats["ce"])), eval_loss=eval_loss, lr=float(lr),
-                        grad_norm=finite_or_none(float(stats["grad_norm"])), wall_time=round(wall, 4), moe=moe)
-
-
-def _summary(spec: SpecRecord, status: RunStatus, diverged_at: int | None, last: MetricRecord | None,
-             wall: float) -> RunSummary:
-    """summary.json: the run's outcome, from its last metrics record."""
-    return RunSummary(
-        status=status, diverged_at_step=diverged_at, steps=last.step if last else 0, planned_steps=spec.steps,
-        tokens=last.tokens if last else 0, flops_6N=last.flops_6N if last else 0.0,
-        flops_exact=last.flops_exact if last else 0.0, final_train_loss=last.train_loss if last else None,
-        final_eval_loss=last.eval_loss if last else None, params=spec.params,
-        corpus_fingerprint=spec.corpus.fingerprint, wall_time=round(wall, 4))

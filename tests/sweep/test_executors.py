@@ -54,6 +54,7 @@ class _Fake:
                              final_train_loss=2.0, final_eval_loss=2.0, params=ParamsRecord(1, 0, 1, 1),
                              corpus_fingerprint="x", wall_time=0.0)
         folder.write_summary(self.out / run.spec.run_id, summary)
+        (self.out / run.spec.run_id / "spec.json").write_text("{}")  # as a real run has its spec.json
         return RunResult(run.spec.run_id, summary, TimingRecord(1.0, 0.5, 0.0, 0.5, 0.0, 0.0, run.own_steps))
 
     def close(self):

@@ -46,7 +46,9 @@ def corpus_dir(tmp_path_factory):
 
 def _write(tmp_path, corpus_dir, body, name="s.toml", model='ladder = ["d32-l1", "d32-l2", "d48-l2", "d64-l2"]'):
     p = tmp_path / name
-    p.write_text(f'[sweep]\nname = "{p.stem}"\ncorpus = "{corpus_dir}"\n{body.split("|")[0]}\n'
+    if not (tmp_path / "corpus").exists():  # a sweep file's corpus lies in its own folder
+        shutil.copytree(corpus_dir, tmp_path / "corpus")
+    p.write_text(f'[sweep]\nname = "{p.stem}"\ncorpus = "corpus"\n{body.split("|")[0]}\n'
                  f"[model]\n{model}\nseq_len = 32\n{TINY_TRAIN}\n{body.split('|')[1]}")
     return p
 
