@@ -32,6 +32,12 @@ _API = {
     "FitResult": "scalefit.fitting.result", "FitError": "scalefit.fitting.result",
     "FitStatus": "scalefit.fitting.result", "Estimate": "scalefit.fitting.estimate",
     "Allocation": "scalefit.fitting.optimum", "allocate": "scalefit.fitting.optimum",
+    # loss curves under a schedule
+    "Schedule": "scalefit.fitting.schedules", "read_schedule": "scalefit.fitting.schedules",
+    "CurveTable": "scalefit.fitting.curves", "read_curves": "scalefit.fitting.curve_sources",
+    "CURVE_LAWS": "scalefit.fitting.laws", "fit_curves": "scalefit.fitting.curvefit",
+    "CurveFit": "scalefit.fitting.curvefit", "derived_points": "scalefit.analysis.derived",
+    "optimise_schedule": "scalefit.analysis.schedule_opt",
     # decisions
     "forecast": "scalefit.analysis.forecast", "Forecast": "scalefit.analysis.forecast",
     "backtest": "scalefit.analysis.backtest", "Backtest": "scalefit.analysis.backtest",

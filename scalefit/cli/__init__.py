@@ -1,6 +1,6 @@
 """Command line: thin subcommands over the library.
 
-Subcommands live in groups (`fitting`, `training`, `decide`); each is registered by one
+Subcommands live in groups (`fitting`, `training`, `decide`, `curves`); each is registered by one
 `add_<name>(sub)` function that builds its parser and sets `func`. The work itself lives in the
 library modules, imported lazily so `scalefit --help` is fast.
 """
@@ -11,13 +11,13 @@ import argparse
 import os
 import sys
 
-from scalefit.cli import decide, fitting, training
+from scalefit.cli import curves, decide, fitting, training
 
 # Registration order is the order in `scalefit --help`.
 _COMMANDS = [decide.add_quickstart, fitting.add_fit, fitting.add_laws, fitting.add_datasets, training.add_train,
              fitting.add_isoflop,
              decide.add_plan, training.add_sweep, training.add_runs,
-             decide.add_forecast, decide.add_report]
+             decide.add_forecast, decide.add_report, curves.add_curves]
 
 
 def build_parser() -> argparse.ArgumentParser:

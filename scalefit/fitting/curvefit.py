@@ -65,6 +65,9 @@ class CurveFit:
         """Loss after steps[i] updates of schedules[i] (model size N[i]), all bound and evaluated at once (one
         compilation however many schedules)."""
         steps = np.asarray(steps, dtype=np.int64).reshape(-1)
+        if self.family.reads_n and (N is None or not np.all(np.isfinite(np.asarray(N, float)))):
+            raise ValueError(f"{self.family.name} depends on the model size: give N (parameters, "
+                             f"{self.result.n_kind} as fitted)")
         uniq = list(dict.fromkeys(schedules))
         idx = np.array([uniq.index(s) for s in schedules], np.int64)
         pts = build_points(uniq, idx, steps, None if N is None else np.asarray(N, float), self.family.spec)

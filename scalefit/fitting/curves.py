@@ -95,7 +95,13 @@ class CurveTable:
                           source=self.source, n_kind=self.n_kind, c_kind=self.c_kind,
                           flops_per_token={c: v for c, v in self.flops_per_token.items() if c in names})
 
-    def points(self, spec: NodeSpec) -> CurvePoints:
+    def after_warmup(self, factor: float = 1.0) -> CurveTable:
+        """The points past `factor` times their schedule's warmup: the laws describe training after the
+        warmup (Luo et al.'s curves start there); the first steps' fast transient is left out, and counted."""
+        warm = self.frame["curve"].map({c: s.warmup for c, s in self.schedules.items()}).to_numpy(float)
+        keep = self.frame["step"].to_numpy(float) > factor * warm
+        out = self.subset(mask=keep, note=f"{int((~keep).sum())} points within {factor:g} x the warmup left out")
+        return out
         """The schedule sums at every point (row order), merged as `spec` says; cached per spec."""
         return _points(self, spec)
 
@@ -219,10 +225,10 @@ def curves_from_frame(df: pd.DataFrame, schedules: Schedule | Mapping[str, Sched
                              "schedules=... (a Schedule or one per curve) or a table with the rate of every step")
         schedules = {}
         for c, g in df.groupby(curve, sort=False):
-            # The rate of the update at index step + offset - 1 (the last one before the point).
-            rate_rows = pd.DataFrame({"step": g[step_col].to_numpy(float) + step_offset - 1,
+            # A row's rate is that of the update that brought the curve to the row's step.
+            rate_rows = pd.DataFrame({"step": g[step_col].to_numpy(float) + step_offset,
                                       "lr": g[lr_col].to_numpy(float)})
-            schedules[c] = rates_from_columns(rate_rows, f"{where}, curve {c!r}")
+            schedules[c] = rates_from_columns(rate_rows, f"{where}, curve {c!r}", first=1)
         rate_only = pd.to_numeric(df[loss_col], errors="coerce").isna().to_numpy()
         notes.append(f"schedules read from the per-step rate column {lr_col!r}; {int(rate_only.sum())} rows "
                      "carry a rate only (no loss)")

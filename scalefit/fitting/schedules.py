@@ -231,25 +231,26 @@ def read_schedule(path) -> Schedule:
     raise ValueError(f"schedule file {p}: expected .json (knots) or .csv (step, lr), got {p.suffix or 'no suffix'}")
 
 
-def rates_from_columns(df, where: str, step_col: str = "step", lr_col: str = "lr") -> Schedule:
-    """A schedule from a table's step and rate columns, one row per optimizer step 0 .. T-1."""
+def rates_from_columns(df, where: str, step_col: str = "step", lr_col: str = "lr", first: int = 0) -> Schedule:
+    """A schedule from a table's step and rate columns, one row per optimizer step first .. first + T - 1 (the
+    rate of the step-th update when first is 1, the updates-done convention of a curve table)."""
     for c in (step_col, lr_col):
         if c not in df.columns:
             raise ValueError(f"{where}: no column {c!r}; columns available: {list(df.columns)}")
     steps = np.asarray(df[step_col], float)
     lr = np.asarray(df[lr_col], float)
-    if np.any(steps != np.round(steps)) or np.any(steps < 0):
-        raise ValueError(f"{where}: column {step_col!r} must hold integer steps >= 0")
+    if np.any(steps != np.round(steps)) or np.any(steps < first):
+        raise ValueError(f"{where}: column {step_col!r} must hold integer steps >= {first}")
     steps = steps.astype(int)
     order = np.argsort(steps, kind="stable")
     steps, lr = steps[order], lr[order]
     if np.any(np.diff(steps) == 0):
         raise ValueError(f"{where}: step {int(steps[np.flatnonzero(np.diff(steps) == 0)[0]])} appears twice")
-    expected = np.arange(steps[-1] + 1)
+    expected = np.arange(first, steps[-1] + 1)
     if len(steps) != len(expected):
         missing = np.setdiff1d(expected, steps)
-        raise ValueError(f"{where}: a per-step rate column needs every step 0..{steps[-1]}; {len(missing)} are "
-                         f"missing, e.g. step {int(missing[0])} (give knots in a JSON schedule file instead)")
+        raise ValueError(f"{where}: a per-step rate column needs every step {first}..{steps[-1]}; {len(missing)} "
+                         f"are missing, e.g. step {int(missing[0])} (give knots in a JSON schedule file instead)")
     return from_rates(lr, label=where)
 
 

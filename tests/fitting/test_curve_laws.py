@@ -138,7 +138,8 @@ def test_merged_sums_do_not_move_the_multipower_prediction():
 
 def test_fit_saves_loads_and_predicts_with_intervals(tmp_path):
     table = _generated(TISSUE, TRUE["tissue"], SCHEDULES)
-    noisy = table.frame.assign(loss=table.frame["loss"] * np.exp(1e-3 * np.random.default_rng(0).standard_normal(len(table))))
+    noise = np.exp(1e-3 * np.random.default_rng(0).standard_normal(len(table)))
+    noisy = table.frame.assign(loss=table.frame["loss"] * noise)
     table = curves_from_frame(noisy, dict(table.schedules))
     r = fit_curves(table, "tissue[lam=0.995]", bootstrap_resamples=40, seed=1)
     assert r.params()["lam"] == 0.995 and r.result.law.name == "tissue[lam=0.995]"

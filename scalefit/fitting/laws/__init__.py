@@ -84,5 +84,5 @@ def get_curve_law(name: str | CurveLaw) -> CurveLaw:
         raise ValueError(f"unknown curve law {name!r}; known: {', '.join(sorted(CURVE_LAWS))}") from None
 
 
-__all__ = ["CURVE_LAWS", "CurveLaw", "LAWS", "Law", "get_curve_law", "get_law", "split_pins", "joint", "lse", "product", "safe_log", "CHINCHILLA", "DATA_CONSTRAINED",
-           "KAPLAN_ND", "kaplan", "saturating_power"]
+__all__ = ["CURVE_LAWS", "CurveLaw", "LAWS", "Law", "get_curve_law", "get_law", "split_pins", "joint", "lse",
+           "product", "safe_log", "CHINCHILLA", "DATA_CONSTRAINED", "KAPLAN_ND", "kaplan", "saturating_power"]

@@ -70,6 +70,7 @@ class CurveLaw:
     # parameters, which a joint law across sizes (`scalefit.fitting.laws.joint`) makes functions of N.
     natural: Callable | None = field(default=None, repr=False)
     log_params: tuple[str, ...] = ()  # reported parameters that are > 0 and fitted as logs
+    reads_n: bool = False  # True when the prediction depends on the model size N (joint laws)
 
     def __str__(self) -> str:
         return self.name

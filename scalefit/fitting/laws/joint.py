@@ -40,7 +40,8 @@ def joint(base: CurveLaw, name: str | None = None, n_ref: float = N_REF, **forms
         raise ValueError(f"curve law {base.name} has no `natural` form in its parameters: it cannot be joined")
     unknown = [q for q in forms if q not in base.param_names]
     if unknown:
-        raise ValueError(f"{base.name} has no coefficient {unknown[0]!r}; its parameters: {', '.join(base.param_names)}")
+        raise ValueError(f"{base.name} has no coefficient {unknown[0]!r}; its parameters: "
+                         f"{', '.join(base.param_names)}")
     bad = [f for f in forms.values() if f not in FORM_SIZE]
     if bad:
         raise ValueError(f"unknown form {bad[0]!r}; known: {', '.join(FORM_SIZE)}")
@@ -118,7 +119,7 @@ def joint(base: CurveLaw, name: str | None = None, n_ref: float = N_REF, **forms
         theta_names=theta_names, param_names=param_names, log_loss=log_loss, to_params=to_params,
         from_params=from_params, grid=grid, spec=base.spec, bounds=bounds,
         param_theta=tuple(range(len(param_names))), unidentified=unidentified,
-        log_params=tuple(n for n, pos in zip(param_names, positive) if pos))
+        log_params=tuple(n for n, pos in zip(param_names, positive) if pos), reads_n=True)
 
 
 __all__ = ["FORM_SIZE", "N_REF", "joint"]
