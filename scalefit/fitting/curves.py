@@ -15,6 +15,7 @@ are nats per token. Readers: `curves_from_frame` here (a table with a schedule, 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from dataclasses import dataclass, field
@@ -101,7 +102,11 @@ class CurveTable:
         warm = self.frame["curve"].map({c: s.warmup for c, s in self.schedules.items()}).to_numpy(float)
         keep = self.frame["step"].to_numpy(float) > factor * warm
         out = self.subset(mask=keep, note=f"{int((~keep).sum())} points within {factor:g} x the warmup left out")
-        return out
+        gone = tuple((r, f"step {int(s)} within {factor:g} x its schedule's warmup")
+                     for r, s in zip(self.frame["row"][~keep], self.frame["step"][~keep]))
+        return dataclasses.replace(out, excluded=(*out.excluded, *gone))
+
+    def points(self, spec: NodeSpec) -> CurvePoints:
         """The schedule sums at every point (row order), merged as `spec` says; cached per spec."""
         return _points(self, spec)
 
