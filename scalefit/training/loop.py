@@ -181,7 +181,8 @@ def _spec(model_cfg, train_cfg, corpus: Corpus, steps: int) -> dict:
 
 
 def _asdict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
+    # Through JSON, so a config compares equal to the spec.json it was written to (tuples read back as lists).
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
 def _check_same_config(path: Path, key: str, old: dict, new: dict) -> None:

@@ -24,7 +24,12 @@ from scalefit.training.config import TrainConfig
 
 
 def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
-    """Warmup length in steps: ``cfg.warmup_steps`` or ``round(warmup_frac * S)``, at most S."""
+    """Warmup length in steps: ``cfg.warmup_steps`` or ``round(warmup_frac * S)``, at most S; for a "table"
+    schedule, the steps up to the first knot at its largest value when the table starts below it, else 0."""
+    if cfg.schedule == "table":
+        values = [v for _, v in cfg.schedule_table]
+        top = values.index(max(values))
+        return min(cfg.schedule_table[top][0] + 1, total_steps) if top > 0 else 0
     w = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_frac * total_steps)
     return min(int(w), total_steps)
 
@@ -80,6 +85,14 @@ def wsd_schedule(peak: float, total_steps: int, warmup: int, cooldown: int,
     return lr
 
 
+def table_schedule(peak: float, knots) -> Schedule:
+    """``peak`` times the knots (step, value) interpolated linearly, held constant outside them
+    (``np.interp``): a schedule from a file, e.g. one optimised for a fitted loss-curve law."""
+    steps = np.array([s for s, _ in knots], np.float64)
+    values = np.array([v for _, v in knots], np.float64)
+    return lambda s: np.interp(np.asarray(s, np.float64), steps, values) * peak
+
+
 def make_schedule(cfg: TrainConfig, total_steps: int) -> Schedule:
     """The schedule ``cfg.schedule`` names, for a run of ``total_steps`` optimizer steps."""
     w = warmup_steps(cfg, total_steps)
@@ -89,6 +102,8 @@ def make_schedule(cfg: TrainConfig, total_steps: int) -> Schedule:
         return constant_schedule(cfg.lr, w)
     if cfg.schedule == "wsd":
         return wsd_schedule(cfg.lr, total_steps, w, round(cfg.cooldown_frac * total_steps), cfg.min_lr_ratio)
+    if cfg.schedule == "table":
+        return table_schedule(cfg.lr, cfg.schedule_table)
     raise ValueError(f"unknown schedule {cfg.schedule!r}")
 
 
