@@ -11,7 +11,7 @@ Where a schedule comes from:
 * a trainer run folder: `from_run_spec(spec)` rebuilds it from spec.json's train config and step count by the
   trainer's own functions (`training.optim.lr_table`, the float32 rates the updates used), exactly;
 * knots (step, rate), linear in between (`from_knots`): the form `scalefit curves optimise` writes and the
-  trainer's "table" schedule runs (trainer_schedule.patch);
+  trainer's "table" schedule runs (`training.optim.table_schedule`);
 * a per-step rate array or a file (`read_schedule`: a CSV with a rate for every step, or JSON knots);
 * `cooled_down`: a schedule followed to some step, then decayed to the end (the WSD cooldown of Hägele et
   al. 2024), the schedule a derived (N, D) point stands for (`scalefit.analysis.curves`).
@@ -123,7 +123,7 @@ def from_knots(knots, total_steps: int, scale: float = 1.0, warmup: int | None =
                label: str = "knots") -> Schedule:
     """Rates at steps 0 .. total_steps-1 linear between knots (step, value), times `scale`; the first value
     holds before the first knot and the last after the last. This is the trainer's "table" schedule
-    (trainer_schedule.patch: the same np.interp, then float32)."""
+    (`training.optim.table_schedule`: the same np.interp, then float32)."""
     k = np.asarray(knots, float)
     if k.ndim != 2 or k.shape[1] != 2 or len(k) == 0:
         raise ValueError(f"schedule {label}: knots must be (step, rate) pairs, got shape {k.shape}")
@@ -288,7 +288,7 @@ def from_spec(text: str) -> Schedule:
 
 
 def train_overrides(schedule: Schedule) -> dict:
-    """TrainConfig fields that make the trainer run `schedule` (trainer_schedule.patch's "table" schedule):
+    """TrainConfig fields that make the trainer run `schedule` (its "table" schedule):
     lr = the peak, schedule_table = knots of the rate relative to it."""
     peak = schedule.peak
     if not peak > 0:
