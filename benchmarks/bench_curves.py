@@ -163,7 +163,8 @@ def train_optimised(store: Path, out: Path) -> None:
     from scalefit.fitting.schedules import from_spec, train_overrides, write_schedule
     from scalefit.store import tables
     from scalefit.training.config import TrainConfig, get_preset
-    from scalefit.training.loop import total_steps, train
+    from scalefit.training.counting import total_steps
+    from scalefit.training.loop import train
 
     print(f"4. Optimised schedule against cosine, trained on this CPU ({out})")
     if "schedule_table" not in TrainConfig.__dataclass_fields__:

@@ -2,7 +2,7 @@
 
     import scalefit as sf
     table = sf.load_table("chinchilla")            # or a CSV / Parquet path, a DataFrame, sf.read_runs(folder)
-    result = sf.fit(table, "chinchilla", bootstrap_resamples=1000)
+    result = sf.fit(table, "chinchilla", bootstrap_resamples=1000)   # or "auto": chosen by forecasting
     print(result.report()); result.allocate(5.76e23); sf.forecast(result, C=1e24)
     sf.backtest(table, "chinchilla")               # refit without the largest runs, score the forecast
 
@@ -31,6 +31,8 @@ _API = {
     "fit": "scalefit.fitting.fitter", "Objective": "scalefit.fitting.solver",
     "FitResult": "scalefit.fitting.result", "FitError": "scalefit.fitting.result",
     "FitStatus": "scalefit.fitting.result", "Estimate": "scalefit.fitting.estimate",
+    "fit_by": "scalefit.fitting.groups", "GroupFits": "scalefit.fitting.groups", "load_fits": "scalefit.fitting.groups",
+    "split_by": "scalefit.fitting.groups", "predict_table": "scalefit.fitting.targets",
     "Allocation": "scalefit.fitting.optimum", "allocate": "scalefit.fitting.optimum",
     # loss curves under a schedule
     "Schedule": "scalefit.fitting.schedules", "read_schedule": "scalefit.fitting.schedules",
@@ -38,6 +40,10 @@ _API = {
     "CURVE_LAWS": "scalefit.fitting.laws", "fit_curves": "scalefit.fitting.curvefit",
     "CurveFit": "scalefit.fitting.curvefit", "derived_points": "scalefit.analysis.derived",
     "optimise_schedule": "scalefit.analysis.schedule_opt",
+    # choosing the law by forecasts, calibrating intervals
+    "Selection": "scalefit.fitting.crossval", "rolling_origin": "scalefit.fitting.crossval",
+    "cross_validate": "scalefit.fitting.crossval", "candidates": "scalefit.fitting.choice",
+    "Calibration": "scalefit.fitting.calibrate",
     # decisions
     "forecast": "scalefit.analysis.forecast", "Forecast": "scalefit.analysis.forecast",
     "backtest": "scalefit.analysis.backtest", "Backtest": "scalefit.analysis.backtest",
@@ -45,6 +51,10 @@ _API = {
     "approach2": "scalefit.analysis.approach2", "fit_frontier": "scalefit.analysis.frontier",
     "inference_aware_optimal": "scalefit.analysis.allocate", "model_shape": "scalefit.analysis.cost",
     "accelerator_hours": "scalefit.analysis.cost",
+    "decide_moe": "scalefit.analysis.moe", "MoEDecision": "scalefit.analysis.moe",
+    "model_sheet": "scalefit.analysis.memory", "weight_bytes": "scalefit.analysis.memory",
+    "training_bytes": "scalefit.analysis.memory", "kv_cache_bytes": "scalefit.analysis.memory",
+    "token_flops": "scalefit.analysis.memory",
     # report
     "build_report": "scalefit.report.build", "plots": "scalefit.report.plots",
     # training and sweeps

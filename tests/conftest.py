@@ -24,3 +24,42 @@ def _is_blank(png_path) -> bool:
 def is_blank():
     """The check that a saved figure drew something."""
     return _is_blank
+
+
+# ---- tables built from shipped data (datasets/, tests/data), for the reader, groups, targets, CLI ----
+
+QUICKSTART = Path(__file__).resolve().parent / "data" / "quickstart"
+
+
+def _three_recipes():
+    """Porian et al. 2024's RefinedWeb runs (standard N, validation loss, short warmup) under three
+    learning-rate recipes per (C, N) cell: base hyperparameters with the Kaplan (long cosine) or the
+    Chinchilla (budget-matched cosine) decay, and a tuned learning rate held constant. 88 of the 133 cells
+    have all three; column `recipe` says which."""
+    from scalefit.fitting import datasets
+
+    df = datasets.load("porian_isoflop")
+    df = df[(df.dataset == "rw") & (df.param_count == "standard") & (df.loss_split == "val") & (df.warmup == "short")]
+    return df.assign(recipe=df.hparams + "|" + df.decay).drop(columns="run").reset_index(drop=True)
+
+
+def _quickstart_curves():
+    """The quickstart's 16 real training curves (6 evaluations each: run_id, step, tokens, flops_exact,
+    eval_loss) with each run's N_total, N_non_embedding and budget from its run table."""
+    import pandas as pd
+
+    runs = pd.read_csv(QUICKSTART / "runs.csv")
+    return pd.read_csv(QUICKSTART / "curves.csv").merge(
+        runs[["run_id", "N_total", "N_non_embedding", "budget"]], on="run_id")
+
+
+@pytest.fixture(scope="session")
+def three_recipes():
+    """A table with three learning-rate recipes per cell (`_three_recipes`); copy it before changing it."""
+    return _three_recipes()
+
+
+@pytest.fixture(scope="session")
+def quickstart_curves():
+    """A real curve table (`_quickstart_curves`); copy it before changing it."""
+    return _quickstart_curves()

@@ -50,18 +50,26 @@ class ModelShape:
 
 
 def shape_at(d_model: int, n_layer: int, *, vocab_size: int = 50257, head_dim: int = 64, seq_len: int = 2048,
-             tie_embeddings: bool = False) -> ModelShape:
-    """The recipe's dense shape of width `d_model` and depth `n_layer` (d_model // head_dim heads)."""
-    cfg = ModelConfig(vocab_size=vocab_size, seq_len=seq_len, d_model=d_model, n_layer=n_layer,
-                      n_head=d_model // head_dim, n_kv_head=d_model // head_dim, d_ff=swiglu_width(d_model),
-                      tie_embeddings=tie_embeddings)
+             tie_embeddings: bool = False, n_expert: int = 1, top_k: int = 1,
+             n_kv_head: int | None = None) -> ModelShape:
+    """The recipe's shape of width `d_model` and depth `n_layer` (d_model // head_dim heads; `n_kv_head`
+    key/value heads, default all of them). With `n_expert` > 1 each MLP is that many experts, each token
+    routed to `top_k`, every expert d_ff / top_k wide (the sweep's `moe` design: k experts cost about one
+    dense MLP, so the active count matches the dense shape's)."""
+    heads = d_model // head_dim
+    d_ff = swiglu_width(d_model) if n_expert == 1 else max(16, round(swiglu_width(d_model) / top_k / 16) * 16)
+    cfg = ModelConfig(vocab_size=vocab_size, seq_len=seq_len, d_model=d_model, n_layer=n_layer, n_head=heads,
+                      n_kv_head=heads if n_kv_head is None else n_kv_head, d_ff=d_ff, tie_embeddings=tie_embeddings,
+                      n_expert=n_expert, top_k=top_k)
     return ModelShape(cfg, param_counts(cfg))
 
 
 def model_shape(N_target: float, vocab_size: int = 50257, aspect_ratio: float = 64.0, head_dim: int = 64,
                 max_d_model: int = 65536, n_kind: str = "total", seq_len: int = 2048,
-                tie_embeddings: bool = False) -> ModelShape:
-    """The shape on a simple ladder whose parameter count (of kind `n_kind`) is closest to N_target in log N.
+                tie_embeddings: bool = False, n_expert: int = 1, top_k: int = 1) -> ModelShape:
+    """The shape on a simple ladder whose parameter count (of kind `n_kind`) is closest to N_target in log N;
+    with `n_expert` > 1 a mixture of experts (`shape_at`), e.g. n_kind="active" for the shape an MoE law's
+    N_opt names.
 
     Ladder: d_model = head_dim * k (k = 1, 2, ...), n_layer = max(1, round(d_model / aspect_ratio)),
     n_head = k. Kaplan et al. (2020, Fig. 5) found loss nearly flat for aspect ratios d_model/n_layer
@@ -72,7 +80,7 @@ def model_shape(N_target: float, vocab_size: int = 50257, aspect_ratio: float = 
     best = None
     for d in range(head_dim, max_d_model + 1, head_dim):
         s = shape_at(d, max(1, round(d / aspect_ratio)), vocab_size=vocab_size, head_dim=head_dim,
-                     seq_len=seq_len, tie_embeddings=tie_embeddings)
+                     seq_len=seq_len, tie_embeddings=tie_embeddings, n_expert=n_expert, top_k=top_k)
         n = getattr(s.counts, field)
         err = abs(math.log(n / N_target))
         if best is None or err < best[0]:

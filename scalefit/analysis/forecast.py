@@ -1,7 +1,9 @@
 """Forecasts from a fitted law: the loss one run should reach at (N, D) or at a budget, with intervals.
 
 Both intervals come from `FitResult.predict` (`scalefit.fitting.predict`): the law's bootstrap spread,
-and the one-run interval that adds the scatter of single runs about it. A budget C is spent as the runs
+and the one-run interval that adds the scatter of single runs about it (widened with the distance beyond
+the fitted runs when the fit is calibrated on its own leave-future-out errors: `fit(..., law="auto")` or
+`calibrate=True`). A budget C is spent as the runs
 counted theirs (`FitResult.compute`), compute-optimally unless N or D is given.
 """
 
@@ -36,6 +38,8 @@ class Forecast:
     c_kind: str  # how C was counted in the fitted data
     c_convention: str = "C = 6 N D"  # how a budget C was turned into N and D (the fit's ComputeModel)
     notes: tuple[str, ...] = ()  # caveats: e.g. N beyond the sizes the compute model was fitted on
+    calibrated: bool = False  # the one-run interval is widened by the fit's leave-future-out calibration
+    scale: float | None = None  # the one-run scale (log loss) used: sigma, or its calibrated widening
 
     def __str__(self) -> str:
         where = ", ".join(f"{k} = {v:.4g}" for k, v in self.at.items())
@@ -52,8 +56,11 @@ class Forecast:
         else:
             lines.append("  no bootstrap in the fit: the interval below leaves out parameter uncertainty "
                          "(refit with bootstrap resamples)")
-        lines.append(f"  {pct} prediction interval for one run (+ scatter sigma = {self.sigma:.4f} in "
-                     f"log loss): [{self.interval[0]:.4f}, {self.interval[1]:.4f}]")
+        how = (f"calibrated on the fit's leave-future-out errors: scale {self.scale:.4f} in log loss here, "
+               f"scatter sigma = {self.sigma:.4f}" if self.calibrated else
+               f"+ scatter sigma = {self.sigma:.4f} in log loss; the law's form is assumed to hold")
+        lines.append(f"  {pct} prediction interval for one run ({how}): [{self.interval[0]:.4f}, "
+                     f"{self.interval[1]:.4f}]")
         if self.allocation is not None:
             for k in ("N", "D"):
                 e = getattr(self.allocation, k)
@@ -111,7 +118,8 @@ def forecast(result: FitResult, *, N: float | None = None, D: float | None = Non
         loss=float(iv.loss), param_interval=None if iv.param_low is None else (f(iv.param_low), f(iv.param_high)),
         interval=(float(iv.low), float(iv.high)), level=iv.level, sigma=iv.sigma,
         n_resamples=len(result.finite_samples()), n_kind=result.n_kind.value, c_kind=result.c_kind.value,
-        c_convention=result.compute.describe() if law.can_allocate else result.c_kind.value, notes=tuple(notes))
+        c_convention=result.compute.describe() if law.can_allocate else result.c_kind.value, notes=tuple(notes),
+        calibrated=iv.calibrated, scale=None if iv.scale is None else float(np.ravel(iv.scale)[0]))
 
 
 def compute_range_note(compute, N: float, tolerance: float = 1.5) -> str:

@@ -17,7 +17,7 @@ from scalefit.cli import curves, decide, fitting, training
 _COMMANDS = [decide.add_quickstart, fitting.add_fit, fitting.add_laws, fitting.add_datasets, training.add_train,
              fitting.add_isoflop,
              decide.add_plan, training.add_sweep, training.add_runs,
-             decide.add_forecast, decide.add_report, curves.add_curves]
+             decide.add_forecast, fitting.add_predict, decide.add_report, decide.add_calc, curves.add_curves]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,6 +40,7 @@ def add_train(sub) -> None:
 
 
 def _train(args) -> int:
+    from scalefit.store.records import RunStatus
     from scalefit.training.config import TrainConfig, get_preset
     from scalefit.training.loop import train
 
@@ -58,18 +59,18 @@ def _train(args) -> int:
         flops_convention=args.flops_convention, seed=args.seed,
         checkpoint_every=args.checkpoint_every, log_every=args.log_every, **sched)
     if args.schedule_file:
-        from scalefit.training.loop import total_steps
+        from scalefit.training.counting import total_steps
 
         steps = total_steps(model_cfg, train_cfg)
         if steps != file_steps:
             raise ValueError(f"{args.schedule_file} is a schedule of {file_steps} steps, but the budget buys {steps}")
     out = args.out or f"runs/{args.preset}"
     s = train(model_cfg, train_cfg, out, corpus=args.corpus, progress=True)
-    ev = "n/a" if s["final_eval_loss"] is None else f"{s['final_eval_loss']:.4f}"
-    print(f"{out}: {s['status']} after {s['steps']} steps, {s['tokens']:.4g} tokens, "
-          f"{s['flops_exact']:.4g} FLOPs (exact), eval loss {ev} nats/token, {s['wall_time']:.1f} s")
-    if s["status"] == "diverged":
-        print(f"diverged at step {s['diverged_at_step']}", file=sys.stderr)
+    ev = "n/a" if s.final_eval_loss is None else f"{s.final_eval_loss:.4f}"
+    print(f"{out}: {s.status} after {s.steps} steps, {s.tokens:.4g} tokens, "
+          f"{s.flops_exact:.4g} FLOPs (exact), eval loss {ev} nats/token, {s.wall_time:.1f} s")
+    if s.status is RunStatus.DIVERGED:
+        print(f"diverged at step {s.diverged_at_step}", file=sys.stderr)
         return 1
     return 0
 
@@ -95,6 +96,8 @@ def _schedule_file(path) -> tuple[dict, int]:
 
 
 def add_sweep(sub) -> None:
+    from scalefit.sweep.executors import EXECUTORS  # the registry alone: no JAX, no Ray
+
     p = sub.add_parser("sweep", help="plan and run a family of models from a sweep file (experiments/*.toml)")
     ssub = p.add_subparsers(dest="sweep_cmd", required=True)
     plan = ssub.add_parser("plan", help="print every run of a sweep file, its counts and cost; warn on weak designs")
@@ -104,8 +107,8 @@ def add_sweep(sub) -> None:
     plan.set_defaults(func=_sweep_plan)
     run = ssub.add_parser("run", help="train every unfinished run of a sweep file (resumable)")
     run.add_argument("file", help="sweep file (TOML, see docs/sweeps.md) or a shipped sweep's name (quickstart, ...)")
-    run.add_argument("--executor", choices=["local", "ray"], default="local",
-                     help="local: one run after another here; ray: one task per run on a Ray cluster")
+    run.add_argument("--executor", choices=list(EXECUTORS), default="local",
+                     help="; ".join(f"{name}: {e.help}" for name, e in EXECUTORS.items()))
     run.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
     run.add_argument("--out", default=None, help="run store folder (default: runs/<sweep name>)")
     run.add_argument("--retry-diverged", action="store_true", help="train diverged runs again")
@@ -113,14 +116,14 @@ def add_sweep(sub) -> None:
 
 
 def _sweep_plan(args) -> int:
-    from scalefit.sweep.plan import format_plan, plan_sweep
-
     from scalefit.resources import sweep_file
+    from scalefit.sweep.checks import format_plan
+    from scalefit.sweep.plan import plan_sweep
 
     plan = plan_sweep(sweep_file(args.file))
     walls = None
     if not args.no_calibrate:
-        from scalefit.sweep.run import calibrate, estimate_wall
+        from scalefit.sweep.timing import calibrate, estimate_wall  # imports JAX: only when timing
 
         cal = calibrate(plan)
         walls = [estimate_wall(r, cal) for r in plan.runs]
@@ -131,14 +134,14 @@ def _sweep_plan(args) -> int:
 
 
 def _sweep_run(args) -> int:
-    from scalefit.sweep.run import run_sweep, summarize_overhead
-
     from scalefit.resources import sweep_file
+    from scalefit.sweep.run import run_sweep
+    from scalefit.sweep.timing import summarize_overhead
 
     rep = run_sweep(sweep_file(args.file), args.out, executor=args.executor, ray_address=args.ray_address,
                     retry_diverged=args.retry_diverged)
-    print(f"overhead: {summarize_overhead(rep['timings'])}")
-    print(f"sweep wall time {rep['wall']:.1f} s; run table: scalefit runs ls {rep['out']}")
+    print(f"overhead: {summarize_overhead(rep.timings)}")
+    print(f"sweep wall time {rep.wall:.1f} s; run table: scalefit runs ls {rep.out}")
     return 0
 
 

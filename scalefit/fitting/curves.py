@@ -152,7 +152,8 @@ def _fit_table(table: CurveTable) -> FitTable:
     df = pd.DataFrame({"N": N, "D": D, "C": C, "loss": f["loss"].to_numpy(float), "run": f["curve"].to_numpy(),
                        "weight": f["weight"].to_numpy(float), POINT: np.arange(1, len(f) + 1, dtype=float),
                        "step": steps})
-    ft = load_table(df, n_kind=table.n_kind, c_kind=table.c_kind if exact else CKind.SIX_ND, keep=[POINT, "step"])
+    ft = load_table(df, n_kind=table.n_kind, c_kind=table.c_kind if exact else CKind.SIX_ND, keep=[POINT, "step"],
+                        checkpoints="all")  # every point of a curve is its own observation
     if ft.excluded:  # CurveTable validated every row; a row dropped here would break the point index
         raise ValueError(f"{table.source}: rows failed the fit table's checks: {ft.excluded[:3]}")
     return ft.with_context(notes=notes, source=table.source)

@@ -1,7 +1,8 @@
 """Reference datasets: real, published language-model runs shipped in the repository's `datasets/`.
 
-Each dataset is one or more CSV files copied unchanged from its source (provenance, licence and the
-published numbers are in datasets/README.md). `load(name)` reads them and normalises the column
+Each dataset is one or more CSV files copied unchanged from its source; its provenance, licence and the
+published numbers it must reproduce are data, in datasets/provenance.toml (and, in prose,
+datasets/README.md). `load(name)` reads them and normalises the column
 names where they apply:
 
     N     parameters (which ones: `info(name)["n_convention"]`)
@@ -74,7 +75,7 @@ def path(name: str) -> Path:
 
 def names() -> list[str]:
     """Names of the reference datasets, in the order `scalefit datasets list` shows them."""
-    return list(_SPECS)
+    return list(_specs())
 
 
 def info(name: str) -> dict:
@@ -114,9 +115,9 @@ def load(name: str, *, include_dropped: bool = False) -> pd.DataFrame:
 
 def _spec(name: str) -> _Spec:
     try:
-        return _SPECS[name]
+        return _specs()[name]
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(_SPECS)}") from None
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(_specs())}") from None
 
 
 @functools.lru_cache(maxsize=None)
@@ -235,205 +236,18 @@ _BUILDERS: dict[str, Callable[[pd.DataFrame, bool], tuple[pd.DataFrame, dict]]] 
     "multipower": _as_is,
 }
 
-_HOFFMANN = "Hoffmann et al. 2022, Training Compute-Optimal Large Language Models (arXiv:2203.15556)"
-_CLARK = ("Clark et al. 2022, Unified Scaling Laws for Routed Language Models (ICML, arXiv:2202.01169); "
-          "google-deepmind/scaling_laws_for_routing @ 42da0c3, data/curves.csv.gz")
-_CLARK_COLS = ("hyper_id = run; step (an evaluation every 10,000 to 250,000); router_type Dense / Hash / S-Base / "
-               "RL-R; num_experts E (1..512); k experts per token; routing_frequency (share of routed blocks); "
-               "dense_parameter_count (what one token sees, the paper's N); total_parameter_count (all experts, "
-               "the paper's P); flops_per_step; model_size_label 15M..1.3B; d_model, num_blocks, num_heads, "
-               "kqv_size, flop_increase, seed; losses loss_validation (the paper's), loss_c4, loss_pile, "
-               "loss_lambada, loss_wikitext103, loss_curation_corpus")
-_PORIAN = (
-    "Porian et al. 2024, Resolving Discrepancies in Compute-Optimal Scaling of Language Models "
-    "(arXiv:2406.19146); formll/resolving-scaling-law-discrepancies @ 0dc60d91b8a525858a3067fc9e4a46ff5374cc6f"
-)
-_PORIAN_N = (
-    "mixed: see param_count column (kaplan = non-embedding; standard = including the output embedding "
-    "/ last layer; attention = FLOP-equivalent count including attention FLOPs)"
-)
-_PORIAN_LOSS = "nats/token, RefinedWeb (dataset rw) or OpenWebText2 (owt2), the paper's tokenizer"
-_PORIAN_CFG = (
-    "cfg_id = dataset|hparams|warmup|decay|param_count|loss_split; hparams base/tuned, warmup long/short, "
-    "decay kaplan/chinchilla/const (LR schedule), loss_split train/val; source_file = authors' summary table"
-)
+@functools.lru_cache(maxsize=1)
+def _specs() -> dict[str, _Spec]:
+    """Every dataset's provenance, read from datasets/provenance.toml (data, not code)."""
+    import tomllib
 
-_SPECS: dict[str, _Spec] = {
-    "chinchilla": _Spec(
-        title="Chinchilla Approach 3 points (Hoffmann 2022 Fig. 4, extracted by Epoch AI)",
-        files=("chinchilla_epoch/svg_extracted_data.csv",),
-        sha256=("193478df4e90f040016431996c45682659306840ecdadf83cfb9cd5ca0aa1b30",),
-        source=(
-            f"{_HOFFMANN}, Figure 4, points decoded from the SVG by Besiroglu, Erdil, Barnett, You 2024, "
-            "Chinchilla Scaling: A replication attempt (arXiv:2404.10102); epoch-research/analyzing-chinchilla "
-            "@ 92258837425e1b5f2851d624287f0120583a3d0e, data/svg_extracted_data.csv"
-        ),
-        license=("no licence file in the source repository; values are measurements read off a published figure "
-                 "(cite both papers)"),
-        n_convention="total",
-        d_convention="derived: D = C / (6 N) (not in the file)",
-        c_convention="6ND (C = Training FLOP as read off the figure; D is derived assuming C = 6ND)",
-        loss="nats/token, MassiveText, Chinchilla's SentencePiece tokenizer",
-        columns=(
-            "N = Model Size (total parameters, embeddings included); C = Training FLOP; D = C/(6N); loss; "
-            "run = row<csv_row>; x, y, color, hex_color = SVG extraction artefacts"
-        ),
-        notes="245 extracted points; Epoch AI's fit uses 240 (5 highest-loss rows dropped, see dropped_*).",
-        published=(
-            "Hoffmann unrounded: E=1.6934 A=406.40 B=410.72 alpha=0.33917 beta=0.28491; Epoch: E=1.817 "
-            "A=482.0 B=2085.4 alpha=0.3478 beta=0.3658 (datasets/README.md)"
-        ),
-    ),
-    "datablations": _Spec(
-        title="Data-constrained C4 runs (Muennighoff et al. 2023)",
-        files=("datablations/datablations_c4_runs.csv",),
-        sha256=("df7dd970d17515ccebb83b4291baaf6df6a609f511101eae107b588cd9ebeb91",),
-        source=(
-            "Muennighoff et al. 2023, Scaling Data-Constrained Language Models (arXiv:2305.16264); "
-            "huggingface/datablations @ 13701315b163f1c54642b94ad237b2699187c3ee, final losses from "
-            "utils/parametric_fit.ipynb"
-        ),
-        license="Apache-2.0",
-        n_convention="total (as listed in the paper's run table)",
-        d_convention="tokens seen in training, repeats included",
-        c_convention="6ND (C_6ND column, exactly 6*N*D)",
-        loss="nats/token, C4 validation, GPT-2 BPE tokenizer",
-        columns=(
-            "run = run name; N; D = tokens seen; U = unique tokens; epochs = D/U; C = C_6ND; loss; seed; "
-            "source_cell = notebook cell; in_published_fit = one of the 182 runs behind the published fit; "
-            "dedup_variant"
-        ),
-        notes=(
-            "All 317 rows are kept. 9 unfinished runs have loss = NaN and stay in the table: a fitter "
-            "reports them as excluded. Filter on in_published_fit to reproduce the published fit (182 runs)."
-        ),
-        published=(
-            "E=1.869 A=520.8 B=1487.7 alpha=beta=0.3526596 R_D*=15.387756 R_N*=5.309743; "
-            "sum-Huber 0.0158259 on the 182 runs (datasets/README.md)"
-        ),
-    ),
-    "porian_isoflop": _Spec(
-        title="IsoFLOP runs of Porian et al. 2024 (15 configurations)",
-        files=("porian2024/isoflop_points.csv",),
-        sha256=("dea6471ba7c599ab8a06c73e3cd58a90cf6bcaecd93c3cd9f6d23d9c55c7431a",),
-        source=_PORIAN,
-        license="MIT",
-        n_convention=_PORIAN_N,
-        d_convention="tokens seen (column t); C = 6 N D with that row's N",
-        c_convention="6ND (flops = 6 n t to rounding, in the row's param_count convention)",
-        loss=_PORIAN_LOSS,
-        columns=f"N = n; D = t; C = flops (budget 1.25e16 .. 2.56e19, doubling); loss; run = cfg_id|C|N; {_PORIAN_CFG}",
-        notes=(
-            "Compare or pool rows only within one cfg_id: param_count changes what N means, loss_split "
-            "changes what loss means, and the two datasets have different losses."
-        ),
-        published=(
-            "a (N* ~ C^a) RefinedWeb 0.834 -> 0.701 -> 0.604 -> 0.571 -> 0.497; OpenWebText2 0.870 -> "
-            "0.700 -> 0.602 -> 0.569 -> 0.518 (datasets/README.md)"
-        ),
-    ),
-    "porian_optimal": _Spec(
-        title="Porian et al. 2024 compute-optimal (n*, t*, loss*) per budget",
-        files=("porian2024/optimal_pairs.csv",),
-        sha256=("ccc571ee717c915911cc0e5b0c2790314e654dbf0b83b81df1a816a6eacffa13",),
-        source=_PORIAN,
-        license="MIT",
-        n_convention=_PORIAN_N,
-        d_convention="t_star = compute-optimal tokens at that budget",
-        c_convention="6ND (flops = budget)",
-        loss=_PORIAN_LOSS,
-        columns=(
-            "flops = budget; n_star, t_star, loss_star = the authors' interpolated optimum; multiplier_star "
-            f"= t*/n*; n_star_std, loss_star_std = bootstrap std; {_PORIAN_CFG}"
-        ),
-        notes="Columns kept as published. 4 rows have no optimum (NaN n_star ... loss_star_std).",
-        published="see porian_fits and datasets/README.md",
-    ),
-    "porian_fits": _Spec(
-        title="Porian et al. 2024 power-law fits per configuration",
-        files=("porian2024/reference_fits.csv",),
-        sha256=("8ed20b912239f17f801858d0a0ab7a3d877770d44e56c62170d4a8ae6c2bb7a3",),
-        source=_PORIAN,
-        license="MIT",
-        n_convention=_PORIAN_N,
-        d_convention="t* (compute-optimal tokens)",
-        c_convention="6ND",
-        loss=_PORIAN_LOSS,
-        columns=(
-            "kind = basic / weighted fit; n_exponent, n_coef, n_r2: n* = n_coef C^n_exponent; likewise t_* "
-            f"for t* and multiplier_* for t*/n*; A, E, alpha: the authors' loss-vs-compute fit; {_PORIAN_CFG}"
-        ),
-        notes="Columns kept as published; 2 rows (basic, weighted) per configuration.",
-        published="n_exponent of the basic fits is the published a (datasets/README.md)",
-    ),
-    "cerebras": _Spec(
-        title="Cerebras-GPT 111M-13B, 20 tokens/param (Dey et al. 2023)",
-        files=("cerebras_gpt/cerebras_gpt_final.csv",),
-        sha256=("06e33feda27f5f38798fb3b7d995297319947ced38577087e7b00e671a65d2e6",),
-        source="Dey et al. 2023, Cerebras-GPT (arXiv:2304.03208); model card values",
-        license="Apache-2.0",
-        n_convention="total (nominal model size, N_nominal)",
-        d_convention="tokens seen (D_tokens, about 20 N)",
-        c_convention="reported (Cerebras' own FLOP count, flops_reported; not 6ND, see c_over_6nd)",
-        loss="nats/token, Pile test set, GPT-2 BPE tokenizer",
-        columns=(
-            "run = model; N = N_nominal; D = D_tokens; C = flops_reported; loss = pile_test_xent; "
-            "pile_test_xent_earlier_card_or_paper_v1 = the loss in an earlier card / paper v1; layers, "
-            "d_model, seq_len, batch_size_seq, steps, tokens_per_param"
-        ),
-        notes="Natural holdout: fit 111M-2.7B, predict 6.7B and 13B.",
-        published="model-card losses 2.566 (111M) .. 1.575 (13B)",
-    ),
-    "clark_routing": _Spec(
-        title="Dense and routed (MoE) runs, final evaluation (Clark et al. 2022)",
-        files=("routing_clark2022/curves.csv.gz",),
-        sha256=("c03e7531add85e594f368d33bac4a0220280be858a7ed12d147cf73af6a3819f",),
-        source=_CLARK,
-        license="data CC-BY 4.0, code Apache-2.0 (cite the paper)",
-        n_convention="active (dense_parameter_count: the parameters one token sees; total_parameter_count "
-                     "counts every expert)",
-        d_convention="not given: every run trains the same 250,000 steps",
-        c_convention="reported (flops_per_step x step, the authors' count)",
-        loss="nats/token, the paper's validation set (loss_validation; loss_c4, loss_pile ... kept)",
-        columns=f"N = dense_parameter_count; E = num_experts; C = flops_per_step x step; loss = loss_validation; "
-                f"run = hyper<hyper_id>; the last evaluation of each run; {_CLARK_COLS}",
-        notes="223 runs, the last of each run's 25-26 evaluations. Natural split: fit up to 370M, forecast 1.3B.",
-        published="law forms of Clark et al. (log L in log N and a saturating log E); see datasets/README.md",
-    ),
-    "clark_routing_curves": _Spec(
-        title="Dense and routed (MoE) runs, every evaluation (Clark et al. 2022)",
-        files=("routing_clark2022/curves.csv.gz",),
-        sha256=("c03e7531add85e594f368d33bac4a0220280be858a7ed12d147cf73af6a3819f",),
-        source=_CLARK,
-        license="data CC-BY 4.0, code Apache-2.0 (cite the paper)",
-        n_convention="active (dense_parameter_count; total_parameter_count counts every expert)",
-        d_convention="not given (steps)",
-        c_convention="reported (flops_per_step per step)",
-        loss="nats/token, loss_validation and the other evaluation sets",
-        columns=f"as published: {_CLARK_COLS}",
-        notes="Columns kept as published; one row per (run, evaluation step).",
-        published="see clark_routing",
-    ),
-    "multipower": _Spec(
-        title="Loss curves under nine learning-rate schedules, 25M/100M/400M (Luo et al. 2025)",
-        files=("multipower/curves.csv",),
-        sha256=("f522ad67b19cda26086f304abaf20f9d7da65aadef725cc2cc2a68c172cf6a61",),
-        source=("Luo et al. 2025, A Multi-Power Law for Loss Curve Prediction Across Learning Rate Schedules "
-                "(arXiv:2503.12811); thu-yao-01-luo/MultiPowerLaw @ 8da9f19, loss_curve_repo/csv_{25,100,400}/*.csv "
-                "flattened to one file"),
-        license="MIT",
-        n_convention="model size label only (25M, 100M, 400M)",
-        d_convention="steps (tokens per step not given)",
-        c_convention="unspecified",
-        loss="nats/token, training loss",
-        columns=("model (25M, 100M, 400M); schedule (constant_T, cosine_T, wsd_20000_24000, wsdld_20000_24000, "
-                 "wsdcon_X); step (every 128 from 2,176); lr (the schedule's rate at that step); loss"),
-        notes=("Every schedule warms up linearly 0 -> 3e-4 over 2,160 steps. Curve laws need the rate at every "
-               "step: rebuild it from the schedule definitions (datasets/README.md)."),
-        published=("multi-power law, per size 25M / 100M / 400M: mean relative error on the six test curves "
-                   "0.110% / 0.142% / 0.168%, worst 0.409% / 0.583% / 0.995% (datasets/README.md)"),
-    ),
-}
+    raw = tomllib.loads((data_dir() / "provenance.toml").read_text())
+    specs = {name: _Spec(**{k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()})
+             for name, entry in raw.items()}
+    missing = sorted(set(_BUILDERS) ^ set(specs))
+    if missing:
+        raise ValueError(f"{data_dir() / 'provenance.toml'} and the loaders disagree on datasets {missing}")
+    return specs
 
 
 def sha256_of(name: str) -> dict[str, str]:

@@ -2,16 +2,25 @@
 
 Minimises sum_i w_i rho(log L_law(x_i) - log L_i) (Hoffmann et al. 2022, App. D.2) from the law's start
 grid (`scalefit.fitting.solver`), refits on run-level bootstrap resamples for standard errors and
-percentile intervals, fits how the rows' C depends on N and D (`scalefit.fitting.compute`), and records
-everything a reader needs to trust or doubt the numbers.
+percentile intervals, fits how the rows' C depends on N and D (`scalefit.fitting.compute`), checks that
+the optimum answers something (`scalefit.fitting.diagnose`: degenerate and unidentifiable fits say so
+in their status), and records everything a reader needs to trust or doubt the numbers. `law="auto"`
+chooses the law by leave-future-out cross-validation on the table's own rows (`scalefit.fitting.choice`);
+`calibrate=True` widens a fixed law's intervals by its own leave-future-out errors
+(`scalefit.fitting.calibrate`).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import jax
 import numpy as np
 
+from scalefit.conventions import NKind
+from scalefit.fitting import choice
 from scalefit.fitting.compute import fit_compute_model
+from scalefit.fitting.diagnose import diagnose
 from scalefit.fitting.estimate import Estimate
 from scalefit.fitting.laws import Law, get_law
 from scalefit.fitting.result import BootstrapInfo, FitError, FitResult, FitStatus, SolverInfo
@@ -24,18 +33,49 @@ COMPUTE_RMS_WARN = 0.05
 
 def fit(table, law="chinchilla", *, objective: Objective = Objective(), bootstrap_resamples: int = 0,
         seed: int = 0, ci_level: float = 0.95, starts=None, gtol: float = 1e-9,
-        progress: bool = False) -> FitResult:
-    """Fit `law` (a name, "name[K=V]" to pin parameters, or any `Law`) to a table of runs.
+        progress: bool = False, calibrate: bool = False, fixed: dict | None = None,
+        n_columns: dict | None = None) -> FitResult:
+    """Fit `law` (a name, "name[K=V]" to pin parameters, any `Law`, or "auto") to a table of runs.
 
     table: a `FitTable` (`scalefit.fitting.table.load_table`; a DataFrame, a path or a dataset name is
     read with its defaults). Multi-start robust fit, then with `bootstrap_resamples` > 0 a refit on each
     resample of whole runs, for standard errors and percentile intervals of every parameter and derived
-    quantity. FitError when the rows cannot identify the law.
+    quantity. FitError when the rows cannot identify the law at all (fewer rows than parameters, an input
+    that never varies); a fit they identify only degenerately comes back with that status and its reasons.
+
+    law="auto" scores candidate laws x objectives x the table's N columns by leave-future-out
+    cross-validation on these rows and fits the best (`scalefit.fitting.choice.choose`; `fixed` pins
+    parameters of every candidate, e.g. {"E": 1.6}; `n_columns` maps other N kinds to columns of the
+    table, default: columns named N_total, N_non_embedding, N_active); its intervals are calibrated on
+    those errors. `calibrate=True` calibrates a fixed law's intervals the same way.
     """
+    table = table if isinstance(table, FitTable) else load_table(table)
+    options = dict(bootstrap_resamples=bootstrap_resamples, seed=seed, ci_level=ci_level, gtol=gtol,
+                   progress=progress)
+    if isinstance(law, str) and law.strip() == "auto":
+        chosen, result, selection, calibration = choice.choose(table, _fit_law, fixed=fixed or {},
+                                                               n_columns=n_columns, gtol=gtol)
+        if result is None or bootstrap_resamples or starts is not None:
+            result = _fit_law(chosen.fit_table, chosen.law, objective=chosen.objective, starts=starts, **options)
+        return replace(result, calibration=calibration, selection=selection)
+    law = get_law(law)
+    if fixed:
+        law = law.with_fixed(**fixed)
+    result = _fit_law(table, law, objective=objective, starts=starts, **options)
+    if calibrate:
+        result = replace(result, calibration=choice.calibration_for(table, law, objective, gtol=gtol))
+    return result
+
+
+def _fit_law(table: FitTable, law: Law, *, objective: Objective = Objective(), bootstrap_resamples: int = 0,
+             seed: int = 0, ci_level: float = 0.95, starts=None, gtol: float = 1e-9,
+             progress: bool = False) -> FitResult:
+    """`fit` of one law (the module docstring)."""
     from scalefit import __version__
 
-    table = table if isinstance(table, FitTable) else load_table(table)
-    law = get_law(law)
+    if law.n_kind is not None and NKind.parse(law.n_kind) is not table.n_kind:
+        raise FitError(f"{table.source}: law {law.name} reads N as {law.n_kind} parameters, but the table counts "
+                       f"N as {table.n_kind.value}; load it with n_kind={law.n_kind!r}")
     frame = table.frame
     check_identifiable(law, frame, table.source)
     logx = np.log(np.stack([frame[c].to_numpy(float) for c in law.inputs]))  # [n_inputs, n]
@@ -46,20 +86,17 @@ def fit(table, law="chinchilla", *, objective: Objective = Objective(), bootstra
 
     ms = multistart(law, logx, logy, w, starts=starts, objective=objective, gtol=gtol)
     point = law.to_params(ms.best)  # [K]
-    warnings = []
+    warnings = list(table.warnings)  # what reading the rows found (e.g. an unused column of another N kind)
     if not ms.converged:
         warnings.append(f"best start did not reach |grad| < {gtol:g} (|grad| = {ms.grad_norm:.3g})")
     if len(frame) == law.n_free:
         warnings.append("as many rows as parameters: the law interpolates, nothing checks it")
-    for name, v in zip(law.param_names, point):
-        lo, hi = law.bounds.get(name, (-np.inf, np.inf))
-        if not lo <= v <= hi:
-            warnings.append(f"{name} = {v:.4g} lies outside its plausible range [{lo:g}, {hi:g}]")
 
     samples, boot = None, BootstrapInfo(ci_level=ci_level)
     if bootstrap_resamples:
         sol = bootstrap(law, ms.best, logx, logy, w, runs, n_resamples=bootstrap_resamples,
-                        seed=seed, objective=objective, gtol=gtol, progress=progress)
+                        seed=seed, objective=objective, gtol=gtol, progress=progress,
+                        scale_hat=None if not objective.scale else ms.scale)
         samples = law.to_params(sol.theta)  # [B, K]
         failed = ~(np.isfinite(sol.value) & (sol.grad_norm < gtol))
         # Unconverged refits are kept (dropping them would bias the interval towards easy
@@ -82,18 +119,24 @@ def fit(table, law="chinchilla", *, objective: Objective = Objective(), bootstra
     if compute.rms_log > COMPUTE_RMS_WARN:
         warnings.append(f"the rows' C is {compute.describe()} only to {compute.rms_log:.1%} (RMS): budgets "
                         f"given to allocations and forecasts are converted with that error")
-    inputs = {c: frame[c].to_numpy(float) for c in law.inputs}
-    r = np.log(law.predict(dict(zip(law.param_names, point)), **inputs)) - logy  # [n]
+    r = law.log_loss_many(ms.best, logx)[0] - logy  # [n]
+    residual_scale = float(np.sqrt(np.mean(r ** 2)))
+    degenerate, unidentifiable = diagnose(law, frame, ms.best, point, logx, w, residual_scale)
+    status = (FitStatus.UNIDENTIFIABLE if unidentifiable else FitStatus.DEGENERATE if degenerate
+              else FitStatus.CONVERGED if ms.converged else FitStatus.NOT_CONVERGED)
+    value = ms.value
+    if objective.scale:  # report the negative log-likelihood itself, normalising constant included
+        value += float(np.sum(w)) * objective.log_normaliser()
 
     solver = SolverInfo(
-        loss="huber on log residuals" + (" (asymmetric)" if objective.over_penalty != 1 else ""),
-        delta=objective.delta, over_penalty=objective.over_penalty,
+        loss=objective.describe(), delta=objective.delta, over_penalty=objective.over_penalty,
         solver="multi-start damped Newton (IRLS explore, exact-Hessian finish), float64, vmapped",
         n_starts=ms.n_starts, share_at_best=ms.share_at_best, gtol=gtol, grad_norm=ms.grad_norm,
-        iterations=ms.iterations, residual_scale=float(np.sqrt(np.mean(r ** 2))), n_free=law.n_free)
-    return FitResult(law=law, params=params, derived=derived,
-                     status=FitStatus.CONVERGED if ms.converged else FitStatus.NOT_CONVERGED,
-                     objective=ms.value, n_points=len(frame), n_runs=n_runs,
+        iterations=ms.iterations, residual_scale=residual_scale, n_free=law.n_free,
+        scale=None if not objective.scale else ms.scale)
+    return FitResult(law=law, params=params, derived=derived, status=status,
+                     reasons=tuple(unidentifiable + degenerate),
+                     objective=value, n_points=len(frame), n_runs=n_runs,
                      excluded=tuple((str(a), str(b)) for a, b in table.excluded),
                      warnings=tuple(warnings), notes=tuple(table.notes), solver=solver,
                      bootstrap=boot, seed=seed, source=table.source, fingerprint=table.fingerprint,

@@ -18,6 +18,11 @@ bisection. This keeps the bootstrap's asymmetry (percentile intervals, Efron & T
 widens it by the scatter (the prediction interval of regression, e.g. Seber & Lee 2003, Sec. 5.3, with
 the bootstrap standing in for the linearised parameter covariance). Without bootstrap samples the
 interval is exp(+-z sigma) around the point.
+
+Neither term knows whether the law's form holds beyond the fitted rows. A fit calibrated on its own
+rows' leave-future-out errors (`scalefit.fitting.calibrate`) replaces sigma at a target x lying a log
+distance d(x) beyond the fitted range by m_p sqrt(sigma^2 + tau^2 d(x)^2), tau the growth of the form's
+error with distance and m_p the split-conformal multiplier at the level (over the Normal quantile).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr, ndtri
 
+from scalefit.fitting.calibrate import Calibration
 from scalefit.fitting.laws import Law
 
 
@@ -39,8 +45,10 @@ def residual_sigma(residual_scale: float, n_points: int, n_free: int) -> float:
     return s * math.sqrt(n_points / (n_points - n_free)) if n_points > n_free else s
 
 
-def _mixture_quantiles(log_draws: np.ndarray, sigma: float, probs, iters: int = 80) -> np.ndarray:
-    """Quantiles of mean_b Normal(log_draws[b], sigma^2), per column; log_draws [B, n] -> [len(probs), n]."""
+def _mixture_quantiles(log_draws: np.ndarray, sigma, probs, iters: int = 80) -> np.ndarray:
+    """Quantiles of mean_b Normal(log_draws[b], sigma^2), per column; log_draws [B, n], sigma scalar or
+    [n] -> [len(probs), n]."""
+    sigma = np.broadcast_to(np.asarray(sigma, float), log_draws.shape[1:])  # [n]
     lo = np.nanmin(log_draws, axis=0) - 10 * sigma  # [n]
     hi = np.nanmax(log_draws, axis=0) + 10 * sigma  # [n]
     out = []
@@ -66,12 +74,16 @@ class Intervals:
     high: np.ndarray
     level: float  # coverage both intervals aim at
     sigma: float  # run-to-run scatter used, in log loss
+    # the one-run scale actually used per point (log loss): sigma, or its calibrated widening; None: sigma
+    scale: np.ndarray | None = None
+    calibrated: bool = False  # True when the one-run interval is the calibrated one
 
 
-def intervals(law: Law, point, samples, sigma: float, level: float, inputs: dict) -> Intervals:
+def intervals(law: Law, point, samples, sigma: float, level: float, inputs: dict,
+              calibration: Calibration | None = None) -> Intervals:
     """Loss of `law` at `inputs` (its columns, arrays broadcast) for parameters `point` [K], with the
     parameter interval from bootstrap `samples` [B, K] (None or fewer than 2: none) and the one-run
-    interval widened by `sigma` (module docstring)."""
+    interval widened by `sigma`, or by its calibrated growth beyond the fitted range (module docstring)."""
     level = float(level)
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
@@ -89,16 +101,20 @@ def intervals(law: Law, point, samples, sigma: float, level: float, inputs: dict
     loss = np.asarray(law.predict_many(point_row, **inputs)[0], float)
     shape = loss.shape
     q = (1 - level) / 2
+    scale = (np.full(loss.size, float(sigma)) if calibration is None
+             else calibration.sigma(sigma, calibration.distance(inputs), level))  # [n]
+    extra = dict(scale=scale.reshape(shape), calibrated=calibration is not None)
     if samples is None or len(samples) < 2:
         z = float(ndtri(1 - q))
-        return Intervals(loss, None, None, loss * math.exp(-z * sigma), loss * math.exp(z * sigma), level, sigma)
+        s = scale.reshape(shape)
+        return Intervals(loss, None, None, loss * np.exp(-z * s), loss * np.exp(z * s), level, sigma, **extra)
     draws = law.predict_many(samples, **inputs)  # [B, *shape]
     logd = np.log(draws.reshape(len(draws), -1))  # [B, n]
     plo, phi = np.exp(np.nanpercentile(logd, [100 * q, 100 * (1 - q)], axis=0))  # [n] each
-    lo, hi = np.exp(_mixture_quantiles(logd, max(sigma, 1e-12), (q, 1 - q)))  # [n] each
+    lo, hi = np.exp(_mixture_quantiles(logd, np.maximum(scale, 1e-12), (q, 1 - q)))  # [n] each
     # The point is the full-data fit, not the bootstrap median; an interval must still contain it.
     flat = loss.ravel()
     plo, phi = np.minimum(plo, flat), np.maximum(phi, flat)
     lo, hi = np.minimum(lo, plo), np.maximum(hi, phi)
     r = lambda x: x.reshape(shape)  # noqa: E731
-    return Intervals(loss, r(plo), r(phi), r(lo), r(hi), level, sigma)
+    return Intervals(loss, r(plo), r(phi), r(lo), r(hi), level, sigma, **extra)

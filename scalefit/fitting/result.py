@@ -20,21 +20,35 @@ import numpy as np
 
 from scalefit.atomic import write_text
 from scalefit.conventions import LOSS_UNIT, CKind, NKind
+from scalefit.fitting.calibrate import Calibration
 from scalefit.fitting.compute import SIX_ND, ComputeModel
+from scalefit.fitting.crossval import Selection
 from scalefit.fitting.estimate import Estimate
 from scalefit.fitting.laws import Law, get_law
 from scalefit.fitting.optimum import Allocation, allocate, optimal_split
 from scalefit.fitting.predict import Intervals, intervals, residual_sigma
 
-FIT_SCHEMA = "scalefit.fit/2"
-_READS = ("scalefit.fit/1", FIT_SCHEMA)  # version 1 kept solver and bootstrap details in untyped bags
+FIT_SCHEMA = "scalefit.fit/3"
+# Version 1 kept solver and bootstrap details in untyped bags; version 2 had no status reasons,
+# calibration or selection (they read back empty).
+_READS = ("scalefit.fit/1", "scalefit.fit/2", FIT_SCHEMA)
 
 
 class FitStatus(StrEnum):
-    """Whether the best start met the solver's gradient criterion."""
+    """What the fit can be trusted for (`scalefit.fitting.diagnose`), worst first when several apply:
+    unidentifiable (the rows cannot tell the parameters apart), degenerate (a parameter at or beyond what
+    the law allows: a negative exponent, E collapsed to 0, a parameter run off to infinity), not
+    converged (the best start missed the gradient criterion), converged."""
 
     CONVERGED = "converged"
     NOT_CONVERGED = "not converged"
+    DEGENERATE = "degenerate"
+    UNIDENTIFIABLE = "unidentifiable"
+
+    @property
+    def ok(self) -> bool:
+        """True for a fit whose numbers answer something (converged or merely not converged)."""
+        return self in (FitStatus.CONVERGED, FitStatus.NOT_CONVERGED)
 
 
 class FitError(ValueError):
@@ -56,6 +70,7 @@ class SolverInfo:
     iterations: int  # solver iterations of the best start
     residual_scale: float  # RMS of the log residuals at the optimum
     n_free: int  # parameters estimated (pinned ones excluded)
+    scale: float | None = None  # fitted scale sigma of the likelihood objective (None for Huber)
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,9 @@ class FitResult:
     versions: Mapping[str, str] = field(default_factory=dict)  # scalefit, jax
     compute: ComputeModel = SIX_ND  # how the fitted rows' C relates to N and D: budgets mean this C
     samples: np.ndarray | None = field(default=None, repr=False, compare=False)  # [B, K] params
+    reasons: tuple[str, ...] = ()  # why the status is degenerate or unidentifiable
+    calibration: Calibration | None = None  # leave-future-out calibration of the intervals (None: plain)
+    selection: Selection | None = None  # the cross-validated choice that picked this law (law="auto")
 
     @property
     def formula(self) -> str:
@@ -126,9 +144,19 @@ class FitResult:
 
     def predict(self, level: float | None = None, **inputs) -> Intervals:
         """Loss at the law's inputs (e.g. N=..., D=...; arrays broadcast) with the bootstrap interval of
-        the law (`param_low`, `param_high`) and the prediction interval of one run (`low`, `high`)."""
+        the law (`param_low`, `param_high`) and the prediction interval of one run (`low`, `high`;
+        widened beyond the fitted range by the fit's `calibration` when it has one)."""
         return intervals(self.law, self.point(), self.finite_samples(), self.sigma,
-                         self.ci_level if level is None else level, inputs)
+                         self.ci_level if level is None else level, inputs, calibration=self.calibration)
+
+    def predict_table(self, targets, level: float | None = None, **columns):
+        """`predict` for every row of a table of targets (a DataFrame, or a CSV / Parquet / JSONL path):
+        the targets' columns plus pred, param_low, param_high, low, high (and rel_err where the targets
+        carry a loss), in this fit's conventions (`scalefit.fitting.targets.predict_table`; `columns`
+        are its column options, e.g. n_col="params")."""
+        from scalefit.fitting.targets import predict_table
+
+        return predict_table(self, targets, level=level, **columns)
 
     def allocate(self, C: float, **given: float) -> Allocation:
         """Compute-optimal N and D for a budget of C FLOPs counted as the fitted runs counted theirs
@@ -173,6 +201,7 @@ class FitResult:
         status, fit quality, data and conventions, warnings. `report()` is the same as text."""
         return _finite_or_none({
             "law": self.law.name, "formula": self.formula, "status": self.status.value,
+            "reasons": list(self.reasons),
             "params": {k: e.to_dict() for k, e in self.params.items()},
             "fixed": dict(self.law.fixed),
             "derived": {k: e.to_dict() for k, e in self.derived.items()},
@@ -182,7 +211,10 @@ class FitResult:
             "n_points": self.n_points, "n_runs": self.n_runs, "n_excluded": len(self.excluded),
             "n_resamples": self.bootstrap.n_resamples, "n_failed": self.bootstrap.n_failed,
             "source": self.source, "n_kind": self.n_kind.value, "c_kind": self.c_kind.value,
-            "loss_unit": LOSS_UNIT, "compute": self.compute.describe(), "warnings": list(self.warnings)})
+            "loss_unit": LOSS_UNIT, "compute": self.compute.describe(), "warnings": list(self.warnings),
+            "scale": self.solver.scale,
+            "calibration": None if self.calibration is None else self.calibration.describe(),
+            "selection": None if self.selection is None else self.selection.to_dict()})
 
     def report(self) -> str:
         """A readable table: parameters with SE and CI, derived quantities, fit quality, provenance."""
@@ -204,6 +236,9 @@ class FitResult:
         s = self.solver
         lines.append(f"  objective {self.objective:.10g} ({s.loss}, delta={s.delta:g}); "
                      f"status {self.status}, |grad| {s.grad_norm:.2g}")
+        lines += [f"  {str(self.status).upper()}: {why}" for why in self.reasons]
+        if s.scale is not None:
+            lines.append(f"  fitted scale of the log residuals sigma = {s.scale:.4g}")
         lines.append(f"  starts {s.n_starts}, share at best {s.share_at_best:.1%}; "
                      f"residual scale (RMS of log residuals) {s.residual_scale:.4g}")
         b = self.bootstrap
@@ -215,6 +250,10 @@ class FitResult:
             lines.append(f"  ... and {len(self.excluded) - 20} more excluded rows")
         lines += [f"  note: {n}" for n in self.notes]
         lines += [f"  WARNING: {w}" for w in self.warnings]
+        if self.calibration is not None:
+            lines.append(f"  intervals: {self.calibration.describe()}")
+        if self.selection is not None:
+            lines.append("  " + self.selection.table().replace("\n", "\n  "))
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -232,7 +271,10 @@ class FitResult:
              "excluded": [list(x) for x in self.excluded], "warnings": list(self.warnings),
              "notes": list(self.notes), "solver": asdict(self.solver), "bootstrap": asdict(self.bootstrap),
              "versions": dict(self.versions), "compute": self.compute.to_dict(),
-             "samples": None if self.samples is None else np.asarray(self.samples).tolist()}
+             "samples": None if self.samples is None else np.asarray(self.samples).tolist(),
+             "reasons": list(self.reasons),
+             "calibration": None if self.calibration is None else self.calibration.to_dict(),
+             "selection": None if self.selection is None else self.selection.to_dict()}
         return _finite_or_none(d)
 
     def to_json(self, indent: int = 1) -> str:
@@ -259,7 +301,8 @@ class FitResult:
             n_starts=int(m.get("n_starts", 0)), share_at_best=float(m.get("share_at_best") or 0.0),
             gtol=float(m.get("gtol") or 0.0), grad_norm=_float(m.get("grad_norm")),
             iterations=int(m.get("iterations", 0)), residual_scale=_float(m.get("residual_scale")),
-            n_free=int(m.get("n_free", law.n_free)))
+            n_free=int(m.get("n_free", law.n_free)),
+            scale=None if m.get("scale") is None else float(m["scale"]))
         b = d.get("bootstrap") or {}
         boot = BootstrapInfo(n_resamples=int(b.get("n_resamples", 0)), n_failed=int(b.get("n_failed", 0)),
                              ci_level=float(b.get("ci_level", 0.95)), unit=str(b.get("unit", "")),
@@ -274,7 +317,10 @@ class FitResult:
                    n_kind=NKind.parse(d["n_kind"]), c_kind=CKind.parse(d["c_kind"]),
                    versions=d.get("versions", {}),
                    compute=ComputeModel.from_dict(d["compute"]) if d.get("compute") else SIX_ND,
-                   samples=None if samples is None else np.array(samples, dtype=float))
+                   samples=None if samples is None else np.array(samples, dtype=float),
+                   reasons=tuple(d.get("reasons") or ()),
+                   calibration=Calibration.from_dict(d["calibration"]) if d.get("calibration") else None,
+                   selection=Selection.from_dict(d["selection"]) if d.get("selection") else None)
 
     @classmethod
     def load(cls, path, law: Law | None = None) -> FitResult:

@@ -3,15 +3,15 @@
 A curve law (`scalefit.fitting.laws.curves`) needs the rate at every step up to each point of a loss curve:
 the multi-power law of Luo et al. 2025 sums the rate reductions of all earlier steps, Tissue et al. 2024
 accumulate them with momentum. `Schedule` holds that table, in the trainer's convention
-(`scalefit.training.optim`): `rates[s]` is the rate of the update applied at optimizer step s = 0 .. T-1, so
+(`scalefit.training.lr`): `rates[s]` is the rate of the update applied at optimizer step s = 0 .. T-1, so
 after n updates the model has seen `rates[:n]`, and the area under the schedule is S1(n) = sum(rates[:n]).
 
 Where a schedule comes from:
 
 * a trainer run folder: `from_run_spec(spec)` rebuilds it from spec.json's train config and step count by the
-  trainer's own functions (`training.optim.lr_table`, the float32 rates the updates used), exactly;
+  trainer's own functions (`training.lr.lr_table`, the float32 rates the updates used), exactly;
 * knots (step, rate), linear in between (`from_knots`): the form `scalefit curves optimise` writes and the
-  trainer's "table" schedule runs (`training.optim.table_schedule`);
+  trainer's "table" schedule runs (`training.lr.table_schedule`);
 * a per-step rate array or a file (`read_schedule`: a CSV with a rate for every step, or JSON knots);
 * `cooled_down`: a schedule followed to some step, then decayed to the end (the WSD cooldown of Hägele et
   al. 2024), the schedule a derived (N, D) point stands for (`scalefit.analysis.curves`).
@@ -123,7 +123,7 @@ def from_knots(knots, total_steps: int, scale: float = 1.0, warmup: int | None =
                label: str = "knots") -> Schedule:
     """Rates at steps 0 .. total_steps-1 linear between knots (step, value), times `scale`; the first value
     holds before the first knot and the last after the last. This is the trainer's "table" schedule
-    (`training.optim.table_schedule`: the same np.interp, then float32)."""
+    (`training.lr.table_schedule`: the same np.interp, then float32)."""
     k = np.asarray(knots, float)
     if k.ndim != 2 or k.shape[1] != 2 or len(k) == 0:
         raise ValueError(f"schedule {label}: knots must be (step, rate) pairs, got shape {k.shape}")
@@ -138,11 +138,11 @@ def from_knots(knots, total_steps: int, scale: float = 1.0, warmup: int | None =
 
 def from_run_spec(spec: dict, where: str = "spec.json") -> Schedule:
     """The schedule a trainer run used, rebuilt from its spec.json (`spec["train"]`, `spec["steps"]`) by the
-    trainer's own `training.optim.lr_table`: the float32 rate each update applied, as float64."""
+    trainer's own `training.lr.lr_table`: the float32 rate each update applied, as float64."""
     import dataclasses
 
     from scalefit.training.config import TrainConfig
-    from scalefit.training.optim import lr_table, warmup_steps
+    from scalefit.training.lr import lr_table, warmup_steps
 
     try:
         train = dict(spec["train"])
@@ -183,7 +183,7 @@ def cooled_down(base: Schedule, total_steps: int, cooldown_steps: int, min_ratio
         r(s) = min(base(s), peak shape(p, m)),  p = (s - start + 1) / K  for s >= start,
 
     which for a constant-rate `base` and shape "1-sqrt" is the trainer's WSD schedule
-    (`training.optim.wsd_schedule`) of `total_steps` steps: the schedule of a WSD-ladder branch.
+    (`training.lr.wsd_schedule`) of `total_steps` steps: the schedule of a WSD-ladder branch.
     """
     if shape not in COOLDOWNS:
         raise ValueError(f"unknown cooldown shape {shape!r}; known: {', '.join(COOLDOWNS)}")
@@ -260,12 +260,12 @@ def write_schedule(schedule: Schedule, path) -> Path:
 
 
 def from_spec(text: str) -> Schedule:
-    """A trainer schedule from a one-line spec, built by the trainer's own functions (`training.optim`):
+    """A trainer schedule from a one-line spec, built by the trainer's own functions (`training.lr`):
     "cosine:steps=2000,lr=3e-3,warmup=100,min_ratio=0.1", "constant:steps=2000,lr=3e-3,warmup=100",
     "wsd:steps=2000,lr=3e-3,warmup=100,cooldown=400,min_ratio=0.1"; or a schedule file path."""
     if Path(text).suffix.lower() in (".json", ".csv"):
         return read_schedule(text)
-    from scalefit.training import optim
+    from scalefit.training import lr as trainer_lr
 
     kind, _, rest = text.partition(":")
     try:
@@ -281,8 +281,9 @@ def from_spec(text: str) -> Schedule:
     if missing:
         raise ValueError(f"schedule spec {text!r}: missing {', '.join(missing)}")
     T, lr, w, m = int(kw["steps"]), kw["lr"], int(kw["warmup"]), kw.get("min_ratio", 0.1)
-    fn = {"cosine": lambda: optim.cosine_schedule(lr, T, w, m), "constant": lambda: optim.constant_schedule(lr, w),
-          "wsd": lambda: optim.wsd_schedule(lr, T, w, int(kw["cooldown"]), m)}[kind]()
+    fn = {"cosine": lambda: trainer_lr.cosine_schedule(lr, T, w, m),
+          "constant": lambda: trainer_lr.constant_schedule(lr, w),
+          "wsd": lambda: trainer_lr.wsd_schedule(lr, T, w, int(kw["cooldown"]), m)}[kind]()
     # float32, as the trainer's lr_table feeds the updates
     return Schedule(fn(np.arange(T)).astype(np.float32).astype(np.float64), min(w, T), text)
 

@@ -28,8 +28,10 @@ def read_runs(source, **table_options) -> FitTable:
     """A `FitTable` from a FitTable, DataFrame, CSV/Parquet path, dataset name, or run-store folder.
 
     A folder is read with `scalefit.store.tables.load` (final loss per run; N and C as the options
-    n_kind and c_kind name them, C exact by default); runs whose status is not "completed" are excluded
-    with that reason, so every report counts them. `table_options` are `load_table`'s keywords.
+    n_kind and c_kind name them, C exact by default; E = each run's n_expert, for the MoE laws); runs
+    whose status is not "completed" are excluded with that reason, so every report counts them.
+    `table_options` are `load_table`'s keywords (columns, N kind, `where`, `by`, `best_of`,
+    `checkpoints`), the same for every source.
     """
     if isinstance(source, FitTable):
         return source
@@ -45,6 +47,8 @@ def read_runs(source, **table_options) -> FitTable:
     attrs = dict(df.attrs)
     df = df.copy()
     df.loc[~done, "loss"] = np.nan  # load_table lists each such row as excluded (loss is NaN)
+    if np.all(np.isfinite(df["n_expert"].to_numpy(float))):
+        df["E"] = df["n_expert"]  # the MoE laws' E (1 for a dense run), carried by load_table
     df.attrs = attrs
     table = load_table(df, **{**table_options, "n_kind": n_kind, "c_kind": c_kind})
     not_done = {str(r): s for r, s in zip(df.index, df["status"]) if s != "completed"}
@@ -65,4 +69,4 @@ def store_curves(folder, table: FitTable) -> FitTable:
     C = run_flops(table.c_kind, N, cv["tokens"].to_numpy(), cv["flops_exact"].to_numpy())
     frame = pd.DataFrame({"run": cv["run_id"].to_numpy(), "N": N, "D": cv["tokens"].to_numpy(), "C": C,
                           "loss": cv["eval_loss"].to_numpy()})
-    return load_table(frame, n_kind=table.n_kind, c_kind=table.c_kind)
+    return load_table(frame, n_kind=table.n_kind, c_kind=table.c_kind, checkpoints="all")

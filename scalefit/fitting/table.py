@@ -1,33 +1,34 @@
 """The fitter's input layer: any table of runs -> a validated `FitTable` with named conventions.
 
-`load_table` accepts a DataFrame, a CSV or Parquet path, or a reference dataset name
-(`scalefit.fitting.datasets`), finds the N / D / C / loss columns, derives what is missing (D = C / (6N) or
-C = 6ND, Hoffmann et al. 2022 / Kaplan et al. 2020), and drops the rows a fit cannot use, each listed
-in `FitTable.excluded` with its row label and reason. Nothing is dropped silently.
+`load_table` is the one table reader of every command. It accepts a DataFrame, a CSV, Parquet or JSONL
+path (a W&B runs export among them), or a reference dataset name (`scalefit.fitting.datasets`); finds
+the N / D / C / loss columns (`scalefit.fitting.columns`: named, or by their usual names, N per kind of
+count); derives what is missing (D = C / (6N) or C = 6ND, Hoffmann et al. 2022 / Kaplan et al. 2020);
+and selects the rows to fit (`scalefit.fitting.select`: a row filter, best-of-a-sweep, checkpoints of
+curves, the run-id rule). Every row left out is listed in `FitTable.excluded` with its row label and
+reason: nothing is dropped silently.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from scalefit.fitting import datasets
 from scalefit.conventions import LOSS_UNIT, SIXND_EXACT_RTOL, SIXND_RTOL, CKind, NKind
+from scalefit.fitting import columns as col_io
+from scalefit.fitting import select
+from scalefit.fitting.columns import CANDIDATES  # noqa: F401  (the names tried, importable from here too)
 
-# Column names tried, in order, when no column is named; matched exactly, then case-insensitively.
-CANDIDATES: dict[str, tuple[str, ...]] = {
-    "N": ("N", "n", "params", "parameters", "n_params", "num_params", "Model Size", "model_size", "N_nominal"),
-    "D": ("D", "tokens", "t", "n_tokens", "num_tokens", "Training Tokens", "training_tokens", "D_tokens"),
-    "C": ("C", "flops", "FLOPs", "compute", "Training FLOP", "training_flops", "C_6ND", "flops_reported"),
-    "loss": ("loss", "final_loss", "val_loss", "eval_loss", "pile_test_xent"),
-    "run": ("run", "run_id", "run_name"),
-    "weight": (),  # only an explicitly named column: a stray "weight" column is too easy to misread
-}
+# Inputs of laws besides N, D and C, carried (and validated: finite, > 0) when the source has a column of
+# exactly that name: U unique tokens (data-constrained laws), E experts and G granularity (MoE laws).
+CONDITIONS = ("U", "E", "G")
+# The fitter's own columns, which a named extra column may not replace.
+_BASE = ("N", "D", "C", "loss", "run", "weight", "row")
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,7 +41,10 @@ class FitTable:
     source: str  # the path, the dataset name, or "DataFrame"
     n_kind: NKind  # which parameters N counts
     c_kind: CKind  # how C was counted
-    fingerprint: str  # sha256 of the used N, D, C, loss, run, weight (and U / kept columns) bytes
+    fingerprint: str  # sha256 of the used N, D, C, loss, run, weight (and U, E, named, kept columns) bytes
+    warnings: tuple[str, ...] = ()  # what the user must know before trusting a fit of these rows
+    by: tuple[str, ...] = ()  # grouping columns (kept in frame): one fit per group, run ids unique within
+    excluded_groups: tuple[tuple, ...] = ()  # the `by` values of each excluded row (parallel to excluded)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -54,42 +58,77 @@ class FitTable:
         return hash((self.fingerprint, self.n_kind, self.c_kind))
 
     def summary(self) -> dict:
-        """Rows used and excluded (with reasons), conventions and notes, as data."""
+        """Rows used and excluded (with reasons), conventions, notes and warnings, as data."""
         return {"source": self.source, "rows": len(self.frame), "excluded": [list(x) for x in self.excluded],
                 "n_kind": self.n_kind.value, "c_kind": self.c_kind.value, "loss_unit": LOSS_UNIT,
-                "notes": list(self.notes), "fingerprint": self.fingerprint}
+                "notes": list(self.notes), "warnings": list(self.warnings), "by": list(self.by),
+                "fingerprint": self.fingerprint}
 
-    def report(self) -> str:
-        """Rows used and excluded, conventions and notes, one line each."""
+    def excluded_counts(self) -> dict[str, int]:
+        """Rows excluded, counted by the kind of reason (`scalefit.fitting.select.reason_kind`)."""
+        out: dict[str, int] = {}
+        for _, why in self.excluded:
+            for part in why.split("; "):
+                k = select.reason_kind(part)
+                if k and not k.startswith("file "):
+                    out[k] = out.get(k, 0) + 1
+        return out
+
+    def report(self, max_rows: int = 20) -> str:
+        """Rows used and excluded (the first `max_rows` of them, then a count), conventions, notes, warnings."""
         lines = [
             f"{self.source}: {len(self.frame)} rows used, {len(self.excluded)} excluded; "
             f"N {self.n_kind}, C {self.c_kind}, loss in nats/token"
         ]
-        lines += [f"  excluded row {row}: {why}" for row, why in self.excluded]
+        lines += [f"  excluded row {row}: {why}" for row, why in self.excluded[:max_rows]]
+        if len(self.excluded) > max_rows:
+            lines.append(f"  ... and {len(self.excluded) - max_rows} more excluded rows")
         lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  WARNING: {w}" for w in self.warnings]
         return "\n".join(lines)
 
     def subset(self, mask, note: str) -> FitTable:
         """The rows where `mask` (bool per row of `frame`) holds, as a table of their own: its fingerprint
-        is of those rows, `note` says why, and exclusions and notes of this table stay with it."""
+        is of those rows, `note` says why, and exclusions, notes and warnings of this table stay with it."""
         frame = self.frame[np.asarray(mask, bool)].reset_index(drop=True)
         if not len(frame):
             raise ValueError(f"{self.source}: {note}: no rows left")
-        extra = [c for c in frame.columns if c not in ("N", "D", "C", "loss", "run", "weight", "row")]
         return FitTable(frame=frame, excluded=self.excluded, notes=(*self.notes, note), source=self.source,
-                        n_kind=self.n_kind, c_kind=self.c_kind, fingerprint=_fingerprint(frame, extra))
+                        n_kind=self.n_kind, c_kind=self.c_kind, fingerprint=_fingerprint(frame, _extra(frame)),
+                        warnings=self.warnings, by=self.by, excluded_groups=self.excluded_groups)
 
-    def with_context(self, *, excluded=None, notes=(), source: str | None = None) -> FitTable:
-        """The same rows with exclusions replaced (when given), notes added and the source renamed."""
+    def with_n(self, column: str, n_kind, note: str = "") -> FitTable:
+        """The same rows with N read from `column` (a kept column of `frame`, counting `n_kind` parameters):
+        e.g. non-embedding instead of total N. C and D stay as they are."""
+        n_kind = NKind.parse(n_kind)
+        if column not in self.frame:
+            raise ValueError(f"{self.source}: no column {column!r} to read N from (kept columns: "
+                             f"{[c for c in self.frame.columns if c not in ('N', 'D', 'C', 'loss', 'run', 'weight', 'row')]})")
+        n = pd.to_numeric(self.frame[column], errors="coerce").to_numpy(float)
+        if not np.all(np.isfinite(n) & (n > 0)):
+            raise ValueError(f"{self.source}: column {column!r} has values that are not finite numbers > 0")
+        frame = self.frame.assign(N=n)
+        extra = [c for c in frame.columns if c not in ("N", "D", "C", "loss", "run", "weight", "row")]
+        return FitTable(frame=frame, excluded=self.excluded,
+                        notes=(*self.notes, note or f"N ({n_kind}) from column {column!r}"), source=self.source,
+                        n_kind=n_kind, c_kind=self.c_kind, fingerprint=_fingerprint(frame, extra),
+                        warnings=self.warnings, by=self.by, excluded_groups=self.excluded_groups)
+
+    def with_context(self, *, excluded=None, notes=(), source: str | None = None, warnings=()) -> FitTable:
+        """The same rows with exclusions replaced (when given: the same rows' reasons rewritten keep their
+        groups), notes and warnings added, the source renamed."""
         return FitTable(frame=self.frame, excluded=self.excluded if excluded is None else tuple(excluded),
                         notes=(*self.notes, *notes), source=self.source if source is None else source,
-                        n_kind=self.n_kind, c_kind=self.c_kind, fingerprint=self.fingerprint)
+                        n_kind=self.n_kind, c_kind=self.c_kind, fingerprint=self.fingerprint,
+                        warnings=(*self.warnings, *warnings), by=self.by,
+                        excluded_groups=self.excluded_groups if excluded is None or len(tuple(excluded)) == len(
+                            self.excluded_groups) else ())
 
 
 def load_table(
     source,
     *,
-    n_col: str | None = None,
+    n_col=None,
     d_col: str | None = None,
     c_col: str | None = None,
     loss_col: str | None = None,
@@ -98,45 +137,82 @@ def load_table(
     n_kind: str = "total",
     c_kind: str | None = None,
     keep: Sequence[str] = (),
+    where: str | None = None,
+    by: Sequence[str] | str = (),
+    best_of: str | None = None,
+    best_per: Sequence[str] | str = ("N", "D"),
+    checkpoints: str = "final",
+    columns: Mapping[str, str] | None = None,
 ) -> FitTable:
     """Read runs from `source` into a `FitTable` for the fitter.
 
-    source: a DataFrame, a path to a .csv / .parquet file, or a name from `scalefit.fitting.datasets.names()`.
-    *_col: the column holding each field; None tries `CANDIDATES[field]`. N, loss and one of D or C
-    are required; D missing -> D = C / (6N); C missing -> C = 6ND (both noted). A "U" column (unique
-    tokens, data-constrained laws) is carried and validated when present; `keep` carries more columns.
+    source: a DataFrame, a path to a .csv / .parquet / .jsonl file (a W&B runs export is recognised by
+    its Name and State columns: run <- Name, runs whose State is not "finished" excluded), or a name from
+    `scalefit.fitting.datasets.names()`.
+    *_col: the column holding each field; None tries `scalefit.fitting.columns.CANDIDATES[field]`.
+    n_col may also map kinds of N to columns, {"total": "N", "non-embedding": "N_ne"}; without it a
+    column named for the kind asked (N_non_embedding, ...) is preferred to a generic one (N, params),
+    and a column that looks like another kind of N and stays unused is a warning.
+    N, loss and one of D or C are required; D missing -> D = C / (6N); C missing -> C = 6ND (both
+    noted). Columns named exactly U (unique tokens), E (experts) or G (granularity), the inputs of the
+    data-constrained and MoE laws, are carried and validated when present. `columns` carries more numeric
+    inputs under names of their own, validated the same way: {name: source column}, e.g. {"E":
+    "num_experts", "N_total": "total_parameter_count"} (a second parameter count beside N, in the kind its
+    name says); `keep` carries columns as they are (labels, groups).
     n_kind: which parameters N counts; c_kind: how C was counted (None: from the dataset's provenance,
     else "6ND" when C equals 6ND to 1e-6, else "unspecified").
+    where: a row filter on the source's columns (and the fitter's N, D, C, loss, run), e.g. "N < 1e9".
+    by: grouping columns (a list or "a,b"), kept; run ids need only be unique within a group.
+    best_of: a column swept at each cell of `best_per` (default N, D; e.g. the learning rate): keep the
+    run of lowest final loss per cell (`scalefit.fitting.select.best_of`).
+    checkpoints: for a curve table (rows sharing a run id, differing in D): "final" (default: each run's
+    last point), "all" or "after=FRACTION", weighted per run (`scalefit.fitting.select.checkpoints`).
     Rows with a NaN / infinite / non-positive loss, N, D or C (or a NaN / infinite / negative weight)
-    are excluded and listed with their reason; rows are labelled by the source's index (for files and
-    datasets: the 0-based data row).
+    are excluded and listed with their reason, and so is every row a selection leaves out; rows are
+    labelled by the source's index (for files and datasets: the 0-based data row).
     """
     n_kind = NKind.parse(n_kind)
     c_kind = None if c_kind is None else CKind.parse(c_kind)
-    df, label, notes, where = _read_source(source, n_kind)
+    by, best_per = _names(by), _names(best_per)
+    df, label, notes, where_phrase = col_io.read_source(source, n_kind)
     if c_kind is None:
-        c_kind = _c_kind_from_attrs(df.attrs)
+        c_kind = col_io.c_kind_from_attrs(df.attrs)
+    wandb = col_io.is_wandb_export(df)
+    if wandb and run_col is None:
+        run_col = "Name"
+        notes.append("W&B runs export (columns Name, State): run <- 'Name', runs not 'finished' excluded")
 
-    explicit = {"N": n_col, "D": d_col, "C": c_col, "loss": loss_col, "run": run_col, "weight": weight_col}
-    cols = {f: _find(df, f, explicit[f], where) for f in explicit}
-    for f in ("N", "loss"):
-        if cols[f] is None:
-            raise ValueError(_missing(f, df, where))
+    n = col_io.n_column(df, n_col, n_kind, where_phrase)
+    if n.column is None:
+        raise ValueError(col_io.missing_n(df, n_kind, n.others, where_phrase))
+    explicit = {"D": d_col, "C": c_col, "loss": loss_col, "run": run_col, "weight": weight_col}
+    cols = {"N": n.column, **{f: col_io.column(df, f, explicit[f], where_phrase) for f in explicit}}
+    if cols["loss"] is None:
+        raise ValueError(_missing("loss", df, where_phrase))
     if cols["D"] is None and cols["C"] is None:
-        raise ValueError(_missing("D", df, where, also="and no C column to derive it from (D = C / 6N)"))
-    for k in keep:
-        if k not in df.columns:
-            raise ValueError(f"keep column {k!r} not found in {where}; columns available: {list(df.columns)}")
+        raise ValueError(_missing("D", df, where_phrase, also="and no C column to derive it from (D = C / 6N)"))
+    extra_per = [p for p in best_per if p not in select.FITTER_COLUMNS] if best_of else []
+    for what, names in (("keep", keep), ("by", by), ("best_of", [best_of] if best_of else []),
+                        ("best_per", extra_per)):
+        for k in names:
+            if k not in df.columns:
+                raise ValueError(f"{what} column {k!r} not found in {where_phrase}; columns available: "
+                                 f"{list(df.columns)}")
+    keep = list(dict.fromkeys([*keep, *by, *([best_of] if best_of else []), *extra_per]))
+    named = _named_columns(df, columns, cols, where_phrase)
 
     found = ", ".join(f"{f} <- {c!r}" for f, c in cols.items() if c is not None and c != f)
     if found:
         notes.append(f"columns: {found}")
+    if n.column != "N" or not n.how.startswith("a name"):
+        notes.append(f"N <- {n.column!r}: {n.how}")
+    warnings = col_io.unused_n_warnings(n.column, n_kind, n.others, declared="n_convention" in df.attrs)
     bad: dict[object, list[str]] = {}
     rows = _row_labels(df, notes)
     num = {f: _numeric(df, f, cols[f], rows, bad) for f in ("N", "D", "C", "loss", "weight") if cols[f]}
-    if "U" in df.columns and "U" not in cols.values():
-        num["U"] = _numeric(df, "U", "U", rows, bad)
-        notes.append("U (unique tokens) carried from column 'U'")
+    for name, col in named.items():
+        num[name] = _numeric(df, name, col, rows, bad)
+        notes.append(f"{name} carried from column {col!r}")
 
     derived = ""
     if "D" not in num:
@@ -153,127 +229,102 @@ def load_table(
         num["C"] = 6.0 * num["N"] * num["D"]
         notes.append("C computed as 6ND (no C column)")
         if c_kind not in (None, CKind.SIX_ND):
-            raise ValueError(f"c_kind={c_kind!r} but {where} has no C column; C can only be computed as 6ND")
+            raise ValueError(f"c_kind={c_kind!r} but {where_phrase} has no C column; C can only be computed as 6ND")
         c_kind = CKind.SIX_ND
     elif c_kind is None:
         c_kind = _infer_c_kind(num, notes)
     elif c_kind is CKind.SIX_ND and cols["D"] is not None:
-        _check_6nd(num, rows, where)
+        _check_6nd(num, rows, where_phrase)
     if "weight" not in num:
         num["weight"] = np.ones(len(df))
 
     # A derived field is only reported bad when its inputs were fine (else it repeats their reason).
-    _flag(bad, rows, num, ["loss", "N", *[f for f in ("D", "C") if f != derived], "U"])
+    _flag(bad, rows, num, ["loss", "N", *[f for f in ("D", "C") if f != derived], *named])
     _flag(bad, rows, num, [derived] if derived else [], only_new=True)
     w = num["weight"]
     for i in np.flatnonzero(~np.isfinite(w) | (w < 0)):
         bad.setdefault(rows[i], []).append(f"weight is {_describe(w[i])}, expected finite and >= 0")
+    if wandb:
+        for i in np.flatnonzero(df["State"].astype(str).to_numpy() != col_io.WANDB_FINISHED):
+            bad.setdefault(rows[i], []).append(f"W&B state {df['State'].iloc[i]!r}, not finished")
+    for b in by:
+        for i in np.flatnonzero(df[b].isna().to_numpy()):
+            bad.setdefault(rows[i], []).append(f"group column {b!r} is empty")
 
     run = (
         df[cols["run"]].astype(str).to_numpy()
         if cols["run"]
         else np.array([str(r) for r in rows], dtype=object)
     )
+    if where is not None:
+        aliases = {**{f: num[f] for f in ("N", "D", "C", "loss")}, "run": run}
+        chosen = select.where_mask(df, where, aliases, where_phrase)
+        for i in np.flatnonzero(~chosen):
+            bad.setdefault(rows[i], []).insert(0, f"not selected by where {where!r}")
+        notes.append(f"where {where!r}: {int(chosen.sum())} of {len(df)} rows selected")
     frame = pd.DataFrame({f: num[f] for f in ("N", "D", "C", "loss")})
     frame["run"] = pd.array(run, dtype="str")
     frame["weight"] = num["weight"]
     frame["row"] = rows
-    if "U" in num:
-        frame["U"] = num["U"]
+    for name in named:
+        frame[name] = num[name]
     for k in keep:
         frame[k] = df[k].to_numpy()
     keep_mask = np.array([r not in bad for r in rows], dtype=bool)
     frame = frame[keep_mask].reset_index(drop=True)
-
-    suffix = f" ({where})" if isinstance(source, (str, Path)) and where.startswith("file") else ""
-    excluded = tuple((r, "; ".join(bad[r]) + suffix) for r in rows if r in bad)
     if len(frame) == 0:
-        raise ValueError(f"no usable rows in {where}: all {len(rows)} excluded, e.g. row {excluded[0][0]}: "
-                         f"{excluded[0][1]}")
-    extra = [c for c in ("U", *keep) if c in frame.columns]
-    return FitTable(
-        frame=frame,
-        excluded=excluded,
-        notes=tuple(notes),
-        source=label,
-        n_kind=n_kind,
-        c_kind=c_kind,
-        fingerprint=_fingerprint(frame, extra),
-    )
+        first = next(r for r in rows if r in bad)
+        raise ValueError(f"no usable rows in {where_phrase}: all {len(rows)} excluded, e.g. row {first}: "
+                         f"{'; '.join(bad[first])}")
+
+    hint = "W&B run names need not be unique: export the run ID too and pass --run-col ID" if wandb else ""
+    select.check_runs(frame, by, where_phrase, hint, one_row_per_run=wandb)
+    steps = [select.best_of(frame, best_of, best_per, by)] if best_of else []
+    for step in (*steps, "checkpoints"):
+        if step == "checkpoints":
+            step = select.checkpoints(frame, checkpoints, by, col_io.column(df, "step", None, where_phrase))
+        for r, why in step.reasons.items():
+            bad.setdefault(r, []).append(why)
+        if step.weight is not None:
+            frame["weight"] = step.weight
+        frame = frame[step.keep].reset_index(drop=True)
+        notes += step.notes
+        warnings += step.warnings
+
+    suffix = f" ({where_phrase})" if isinstance(source, (str, Path)) and where_phrase.startswith("file") else ""
+    excluded = tuple((r, "; ".join(bad[r]) + suffix) for r in rows if r in bad)
+    groups = ()
+    if by:
+        key_of = dict(zip(rows, zip(*(df[b].to_numpy() for b in by))))
+        groups = tuple(key_of[r] for r, _ in excluded)
+    return FitTable(frame=frame, excluded=excluded, notes=tuple(notes), source=label, n_kind=n_kind, c_kind=c_kind,
+                    fingerprint=_fingerprint(frame, _extra(frame)), warnings=tuple(warnings), by=tuple(by),
+                    excluded_groups=groups)
 
 
-def _read_source(source, n_kind: str) -> tuple[pd.DataFrame, str, list[str], str]:
-    """-> (frame, source label, notes, where-phrase for error messages)."""
-    if isinstance(source, pd.DataFrame):
-        notes = _upstream_notes(source.attrs)
-        return source, "DataFrame", notes, "the DataFrame"
-    if isinstance(source, str) and source in datasets.names() and not Path(source).exists():
-        df = datasets.load(source)
-        conv = df.attrs["n_convention"]
-        if conv.startswith("mixed"):
-            raise ValueError(
-                f"dataset {source!r} mixes N conventions ({conv}); load it with scalefit.fitting.datasets.load, "
-                f"select rows of one convention and pass that DataFrame with n_kind=..."
-            )
-        if not conv.startswith(n_kind):
-            raise ValueError(f"dataset {source!r} counts N as {conv!r}, but n_kind={n_kind!r} was asked for")
-        return df, source, _upstream_notes(df.attrs), f"dataset {source!r}"
-    if isinstance(source, (str, Path)):
-        p = Path(source)
-        return _read_file(p), str(p), [], f"file {p}"
-    raise TypeError(f"source must be a DataFrame, a path or a dataset name, got {type(source).__name__}")
+def _named_columns(df: pd.DataFrame, columns, cols: dict, where: str) -> dict[str, str]:
+    """{name: source column} of the inputs to carry: the CONDITIONS present by name, then `columns`."""
+    named = {c: c for c in CONDITIONS if c in df.columns and c not in cols.values()}
+    for name, col in dict(columns or {}).items():
+        if name in _BASE:
+            raise ValueError(f"columns: {name!r} is one of the table's own fields {list(_BASE)}; name it with "
+                             f"{name.lower()}_col=... instead")
+        if col not in df.columns:
+            raise ValueError(f"columns: {name} <- column {col!r} not found in {where}; columns available: "
+                             f"{list(df.columns)}")
+        named[name] = col
+    return named
 
 
-def _read_file(p: Path) -> pd.DataFrame:
-    if not p.is_file():
-        hint = "" if p.suffix else f" (and not a dataset name; known datasets: {', '.join(datasets.names())})"
-        raise FileNotFoundError(f"cannot read {p}: no such file{hint}")
-    suffix = p.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        _need_pyarrow(p)
-    try:
-        if suffix == ".csv":
-            return pd.read_csv(p)
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(p)
-    except Exception as e:  # parser errors come in many types; the path is what the user needs
-        raise ValueError(f"cannot read {p} as {suffix[1:]}: {type(e).__name__}: {e}") from e
-    raise ValueError(f"cannot read {p}: expected a .csv or .parquet file, got {suffix or 'no suffix'!r}")
+def _names(cols) -> list[str]:
+    """Column names from a list or a comma-separated string."""
+    if isinstance(cols, str):
+        cols = cols.split(",")
+    return [c.strip() for c in cols if c and c.strip()]
 
 
-def _need_pyarrow(p: Path) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("pyarrow") is None:
-        raise ValueError(f"cannot read {p}: Parquet needs pyarrow, an optional dependency "
-                         "(pip install 'scalefit-lab[parquet]')")
-
-
-def _upstream_notes(attrs: dict) -> list[str]:
-    # A dataset's own exclusions happened before this table saw it: repeat them so none is silent.
-    if attrs.get("rows_dropped"):
-        return [f"{attrs.get('name', 'source')}: {attrs['rows_dropped']} rows dropped upstream "
-                f"(rows {attrs.get('dropped_rows')}): {attrs.get('dropped_reason', '')}".rstrip(": ")]
-    return []
-
-
-def _c_kind_from_attrs(attrs: dict) -> str | None:
-    conv = str(attrs.get("c_convention", ""))
-    return next((k for k in CKind if conv.startswith(k.value)), None)
-
-
-def _find(df: pd.DataFrame, field: str, given: str | None, where: str) -> str | None:
-    if given is not None:
-        if given not in df.columns:
-            raise ValueError(
-                f"{field}: column {given!r} not found in {where}; columns available: {list(df.columns)}"
-            )
-        return given
-    for cand in CANDIDATES[field]:
-        if cand in df.columns:
-            return cand
-    lower = {str(c).lower(): c for c in df.columns}
-    return next((lower[c.lower()] for c in CANDIDATES[field] if c.lower() in lower), None)
+def _extra(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c not in _BASE]
 
 
 def _missing(field: str, df: pd.DataFrame, where: str, also: str = "") -> str:

@@ -1,8 +1,10 @@
 """One-page report of a scaling study: fit, approaches compared, backtest, forecasts, figures.
 
-`build_report(table, out_dir)` fits the law with a run-level bootstrap (Approach 3), runs Approaches 2
-and 1 where the runs' design allows, backtests the law on its largest-compute runs, forecasts 10x and
-100x the largest budget, and writes report.md, report.html, PNG figures, the fit as JSON and the
+`build_report(table, out_dir)` fits the law with a run-level bootstrap (Approach 3; by default the law
+chosen by leave-future-out cross-validation on the runs, `law="auto"`, with its ranking and calibrated
+intervals), runs Approaches 2 and 1 where the runs' design allows, backtests the law on its
+largest-compute runs (nominal against empirical coverage), forecasts 10x and 100x the largest budget, and
+writes report.md, report.html, PNG figures, the fit as JSON and the
 backtest rows as CSV into `out_dir`. Which figures and forecasts appear is asked of the law
 (`Law.has_frontier`, `Law.can_allocate`), never decided by its name.
 """
@@ -44,6 +46,9 @@ class ReportSummary:
     backtest_skipped: str  # why no backtest ran ('' when one did)
     forecasts: tuple[tuple[float, float, float, float], ...]  # (C, loss, low, high) one-run intervals
     disagreements: tuple[str, ...]  # approach comparisons that disagree
+    status: str = "converged"  # the fit's FitStatus
+    backtest_coverage: tuple[tuple[float, float], ...] = ()  # (nominal, empirical) of the backtest's intervals
+    selection: str = ""  # the candidate law="auto" chose ('' for a law given by name)
 
 
 def _save(fig, path: Path) -> Path:
@@ -81,7 +86,7 @@ def _figures(table: FitTable, result: FitResult, bt, out: Path, optima, iso_tabl
     return figs
 
 
-def build_report(table: FitTable, out_dir, *, law="chinchilla", bootstrap: int = 200, seed: int = 0,
+def build_report(table: FitTable, out_dir, *, law="auto", bootstrap: int = 200, seed: int = 0,
                  holdout: float | int = 0.15, level: float = 0.95, budget_rtol: float = 0.1,
                  curves: FitTable | None = None, title: str | None = None) -> ReportSummary:
     """Fit, compare approaches, backtest, forecast and plot; write report.md/.html into `out_dir`.
@@ -101,8 +106,9 @@ def build_report(table: FitTable, out_dir, *, law="chinchilla", bootstrap: int =
     if curves is None and is_store(source):  # a run store's logs are training curves: Approach 1 reads them
         curves = store_curves(source, table)
     frame = table.frame
-    law = get_law(law)
-    result = fit(table, law, bootstrap_resamples=bootstrap, seed=seed, ci_level=level)
+    spec = law if isinstance(law, str) and law.strip() == "auto" else get_law(law)
+    result = fit(table, spec, bootstrap_resamples=bootstrap, seed=seed, ci_level=level)
+    law = result.law  # what the figures and forecasts ask about: the law fitted (chosen, for "auto")
     fit_json = result.save(out / "fit.json")
 
     comparison, optima, iso_table = None, None, None
@@ -113,8 +119,8 @@ def build_report(table: FitTable, out_dir, *, law="chinchilla", bootstrap: int =
         iso_table = snapped
         optima, _ = isoflop_optima(snapped, isoflop_method(snapped))
 
-    why_not = can_backtest(table, law, holdout)
-    bt = None if why_not else backtest(table, law, holdout=holdout, bootstrap_resamples=bootstrap,
+    why_not = can_backtest(table, spec, holdout)
+    bt = None if why_not else backtest(table, spec, holdout=holdout, bootstrap_resamples=bootstrap,
                                        seed=seed, level=level)
     if bt is not None:
         bt.rows.to_csv(out / "backtest.csv", index=False)
@@ -136,4 +142,6 @@ def build_report(table: FitTable, out_dir, *, law="chinchilla", bootstrap: int =
         backtest_max_abs_rel_err=None if bt is None else bt.max_abs_rel_err,
         backtest_extrapolation=None if bt is None else bt.extrapolation, backtest_skipped=why_not,
         forecasts=tuple((f.compute, f.loss, *f.interval) for f in fcs),
-        disagreements=() if comparison is None else comparison.disagreements)
+        disagreements=() if comparison is None else comparison.disagreements, status=str(result.status),
+        backtest_coverage=() if bt is None else bt.coverages,
+        selection="" if result.selection is None else result.selection.chosen)

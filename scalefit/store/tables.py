@@ -7,14 +7,15 @@ N_non_embedding is Kaplan et al. (2020)'s N, N_active the non-embedding paramete
 backward) per token * D (scalefit.training.counting). Losses are nats per token. The fitter's columns N, C,
 loss and run are filled from these by ``n_kind`` / ``c_kind`` / ``loss`` and named in ``df.attrs``.
 
-Damaged records never stop a load and are never dropped silently: a run folder whose spec.json or
-summary.json does not parse is skipped, a metrics line that does not parse is left out, and each is
-listed in ``df.attrs["skipped"]`` as (file, reason).
+Run folders are read through their records (scalefit.store.records, scalefit.store.folder), and a
+run's status is `scalefit.store.folder.run_status`, the rule the sweep follows too. Damaged records
+never stop a load and are never dropped silently: a run folder whose spec.json or summary.json does
+not read is skipped, a metrics line that does not read is left out, a plan.json that does not read
+leaves the sweep columns empty, and each is listed in ``df.attrs["skipped"]`` as (file, reason).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -23,13 +24,15 @@ import numpy as np
 import pandas as pd
 
 from scalefit.conventions import COUNTED, CKind, NKind, run_flops
+from scalefit.store import folder
+from scalefit.store.records import METRIC_FIELDS, METRICS_FILE, PLAN_FILE, SUMMARY_FILE, MetricRecord, Role
 
 # The run table: column -> meaning. `load` and `ingest` return exactly these columns, in this order.
-SCHEMA: dict[str, str] = {
+RUN_TABLE: dict[str, str] = {
     "run_id": "run folder name (a hash of the run's full spec) or the outside log's run name",
     "status": "completed | diverged | partial (checkpoint, not finished) | pending | other outside states",
     "sweep": "sweep name (plan.json), else empty",
-    "design": "isoflop | grid | wsd-ladder | moe, else empty",
+    "design": "the sweep's design (scalefit.sweep.designs.DESIGNS), else empty",
     "label": "the run's name in its sweep, e.g. C1e+12/d64-l2",
     "group": "the design's group: IsoFLOP budget, model size or MoE base size",
     "role": "run | trunk (WSD stable phase) | branch (WSD cooldown)",
@@ -60,7 +63,11 @@ _NUMERIC = {"budget", "N_total", "N_non_embedding", "N_active", "D", "steps", "C
             "final_train_loss", "final_eval_loss", "wall_time", "wall_time_own", "d_model", "n_layer",
             "n_head", "n_kv_head", "d_ff", "seq_len", "vocab_size", "n_expert", "top_k", "lr",
             "batch_size", "seed", "N", "C", "loss"}
+# SCHEMA was this table's name; kept for code that imports it (the sweep's keys are SWEEP_KEYS, a fit
+# result's version tag scalefit.fitting.result.SCHEMA).
+SCHEMA = RUN_TABLE
 _MODEL_COLS = ("d_model", "n_layer", "n_head", "n_kv_head", "d_ff", "seq_len", "vocab_size", "n_expert", "top_k")
+_TRAIN_COLS = ("schedule", "lr", "batch_size", "seed")
 
 
 def _counted(c_kind) -> CKind:
@@ -70,77 +77,69 @@ def _counted(c_kind) -> CKind:
     return c_kind
 
 
-def _json(path: Path, skipped: list) -> dict | None:
+def _record(read, run_dir: Path, skipped: list, left_out: str = "run left out"):
+    """The record ``read`` returns, or None with the file and reason listed in ``skipped``."""
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        skipped.append((str(path), f"not valid JSON ({e}); run left out"))
+        return read(run_dir)
+    except folder.RecordError as e:
+        skipped.append((str(e.path), f"{e.reason}; {left_out}"))
         return None
 
 
-def _metrics(path: Path, skipped: list) -> list[dict]:
-    """Parseable records of a metrics.jsonl; every bad line is listed in ``skipped``."""
-    if not path.exists():
-        return []
-    out = []
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            if not isinstance(rec, dict) or "step" not in rec:
-                raise ValueError("not a metrics record")
-            out.append(rec)
-        except (ValueError, UnicodeDecodeError):
-            cut = i == len(lines) and not raw.endswith(b"\n")
-            skipped.append((f"{path}:{i}", "last line cut mid-write (run interrupted); line left out" if cut
-                            else "line is not a valid metrics record; line left out"))
-    return out
+def _metrics(path: Path, skipped: list) -> tuple[MetricRecord, ...]:
+    """Records of a metrics.jsonl; every line that is not one is listed in ``skipped``."""
+    scan = folder.scan_metrics(path)
+    skipped.extend((f"{path}:{b.number}", "last line cut mid-write (run interrupted); line left out" if b.cut
+                    else "line is not a valid metrics record; line left out") for b in scan.bad)
+    return scan.records
+
+
+def _or(v, default):
+    return default if v is None else v
 
 
 def _run_row(d: Path, skipped: list) -> tuple[dict, list[dict]] | None:
-    spec = _json(d / "spec.json", skipped)
+    spec = _record(folder.read_spec, d, skipped)
     if spec is None:
         return None
-    recs = _metrics(d / "metrics.jsonl", skipped)
-    summary = _json(d / "summary.json", skipped) if (d / "summary.json").exists() else {}
-    if summary is None:
+    recs = _metrics(d / METRICS_FILE, skipped)
+    summary = None
+    if (d / SUMMARY_FILE).exists() and (summary := _record(folder.read_summary, d, skipped)) is None:
         return None
-    plan = (_json(d / "plan.json", skipped) or {}) if (d / "plan.json").exists() else {}
-    last = recs[-1] if recs else {}
-    evals = [r for r in recs if r.get("eval_loss") is not None]
-    m, t, p = spec.get("model", {}), spec.get("train", {}), spec.get("params", {})
-    fpt = spec.get("flops_per_token", {})
-    if summary:
-        status = summary.get("status", "partial")
-    else:
-        status = "partial" if (d / "ckpt" / "state.npz").exists() else "pending"
-    tokens = summary.get("tokens", last.get("tokens", 0))
-    wall = summary.get("wall_time", last.get("wall_time", math.nan))
-    inherited = 0.0
-    if plan.get("parent") and plan.get("start_step"):
-        inherited = next((r["wall_time"] for r in recs if r["step"] == plan["start_step"]), 0.0)
+    plan = None
+    if (d / PLAN_FILE).exists():
+        plan = _record(folder.read_plan, d, skipped, "sweep columns left empty")
+    if summary is not None:
+        tokens, steps, wall = summary.tokens, summary.steps, summary.wall_time
+        c_6n, c_exact = summary.flops_6N, summary.flops_exact
+        train_loss, eval_loss = summary.final_train_loss, summary.final_eval_loss
+    else:  # not finished: the last logged step (and evaluation) stand in for the summary
+        last = recs[-1] if recs else None
+        evals = [r for r in recs if r.eval_loss is not None]
+        tokens, steps = _or(last and last.tokens, 0), last.step if last else 0
+        wall = _or(last and last.wall_time, math.nan)
+        c_6n, c_exact = spec.flops_per_token.six_n * tokens, spec.flops_per_token.exact * tokens
+        train_loss, eval_loss = last.train_loss if last else None, evals[-1].eval_loss if evals else None
+    inherited = 0.0  # a ladder branch's log starts with its trunk's steps, and their wall time
+    if plan is not None and plan.parent and plan.start_step:
+        inherited = _or(next((r.wall_time for r in recs if r.step == plan.start_step), 0.0), 0.0)
     row = {
-        "run_id": d.name, "status": status, "sweep": plan.get("sweep", ""), "design": plan.get("design", ""),
-        "label": plan.get("label", d.name), "group": plan.get("group", ""), "role": plan.get("role", "run"),
-        "preset": plan.get("preset", ""), "budget": plan.get("budget") if plan.get("budget") is not None else math.nan,
-        "N_total": p.get("total"), "N_non_embedding": p.get("non_embedding"), "N_active": p.get("active"),
-        "D": tokens, "steps": summary.get("steps", last.get("step", 0)),
-        "C_6N": summary.get("flops_6N", fpt.get("six_n", math.nan) * tokens),
-        "C_exact": summary.get("flops_exact", fpt.get("exact", math.nan) * tokens),
-        "final_train_loss": summary.get("final_train_loss", last.get("train_loss")),
-        "final_eval_loss": summary.get("final_eval_loss", evals[-1]["eval_loss"] if evals else None),
-        "wall_time": wall, "wall_time_own": wall - inherited,
-        **{k: m.get(k) for k in _MODEL_COLS},
-        "schedule": t.get("schedule"), "lr": t.get("lr"), "batch_size": t.get("batch_size"), "seed": t.get("seed"),
-        "parent": plan.get("parent") or "", "corpus_fingerprint": spec.get("corpus", {}).get("fingerprint", ""),
+        "run_id": d.name, "status": folder.run_status(d).value,
+        "sweep": plan.sweep if plan else "", "design": plan.design if plan else "",
+        "label": plan.label if plan else d.name, "group": plan.group if plan else "",
+        "role": plan.role.value if plan else Role.RUN.value, "preset": plan.preset if plan else "",
+        "budget": _or(plan and plan.budget, math.nan),
+        "N_total": spec.params.total, "N_non_embedding": spec.params.non_embedding, "N_active": spec.params.active,
+        "D": tokens, "steps": steps, "C_6N": c_6n, "C_exact": c_exact,
+        "final_train_loss": train_loss, "final_eval_loss": eval_loss, "wall_time": wall,
+        "wall_time_own": wall - inherited,
+        # The shape and training columns are named after the config fields spec.json keeps.
+        **{k: spec.model.get(k) for k in _MODEL_COLS},
+        **{k: spec.train.get(k) for k in _TRAIN_COLS},
+        "parent": (plan.parent if plan else None) or "", "corpus_fingerprint": spec.corpus.fingerprint,
         "source": str(d),
     }
-    curve = [{"run_id": d.name, **{k: r.get(k) for k in ("step", "tokens", "flops_6N", "flops_exact", "train_loss",
-                                                           "eval_loss", "lr", "grad_norm", "wall_time")}}
-             for r in recs]
+    curve = [{"run_id": d.name, **{k: getattr(r, k) for k in METRIC_FIELDS}} for r in recs]
     return row, curve
 
 
@@ -148,7 +147,7 @@ def _frame(rows: list[dict], n_kind: str, c_kind: str, loss: str, skipped: list,
     n_kind, c_kind = NKind.parse(n_kind), _counted(c_kind)
     if loss not in ("eval", "train"):
         raise ValueError(f"loss must be 'eval' or 'train', got {loss!r}")
-    df = pd.DataFrame(rows, columns=[c for c in SCHEMA if c not in ("run", "N", "C", "loss")])
+    df = pd.DataFrame(rows, columns=[c for c in RUN_TABLE if c not in ("run", "N", "C", "loss")])
     for c in _NUMERIC & set(df.columns):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
     df["run"], df["N"] = df["run_id"], df[n_kind.store_column]
@@ -156,17 +155,10 @@ def _frame(rows: list[dict], n_kind: str, c_kind: str, loss: str, skipped: list,
     # that is (C_6N keeps 6 N_active D, the FLOPs a dense or MoE step does).
     df["C"] = run_flops(c_kind, df["N"], df["D"], df["C_exact"])
     df["loss"] = df[f"final_{loss}_loss"]
-    df = df[list(SCHEMA)]
+    df = df[list(RUN_TABLE)]
     df.attrs.update({"source": source, "skipped": list(skipped), "n_convention": n_kind.value,
                      "c_convention": c_kind.value, "loss": f"final {loss} loss, nats per token"})
     return df
-
-
-def _run_dirs(root: Path) -> list[Path]:
-    if not root.is_dir():
-        raise FileNotFoundError(f"run store {root}: no such folder")
-    # A folder counts as a run when it has a spec.json; moved-aside diverged attempts are kept out.
-    return sorted(d for d in root.iterdir() if d.is_dir() and (d / "spec.json").exists() and ".diverged-" not in d.name)
 
 
 def load_store(root: str | os.PathLike, *, n_kind: str = "total", c_kind: str = "exact",
@@ -175,14 +167,13 @@ def load_store(root: str | os.PathLike, *, n_kind: str = "total", c_kind: str = 
     root = Path(root)
     skipped: list = []
     rows, curves = [], []
-    for d in _run_dirs(root):
+    for d in folder.run_dirs(root):
         got = _run_row(d, skipped)
         if got is not None:
             rows.append(got[0])
             curves.extend(got[1])
     df = _frame(rows, n_kind, c_kind, loss, skipped, str(root))
-    cv = pd.DataFrame(curves, columns=["run_id", "step", "tokens", "flops_6N", "flops_exact", "train_loss",
-                                       "eval_loss", "lr", "grad_norm", "wall_time"])
+    cv = pd.DataFrame(curves, columns=["run_id", *METRIC_FIELDS])
     for c in cv.columns[1:]:
         cv[c] = pd.to_numeric(cv[c], errors="coerce").astype("float64")
     cv.attrs["skipped"] = list(skipped)
@@ -191,7 +182,7 @@ def load_store(root: str | os.PathLike, *, n_kind: str = "total", c_kind: str = 
 
 def load(root: str | os.PathLike, *, n_kind: str = "total", c_kind: str = "exact",
          loss: str = "eval") -> pd.DataFrame:
-    """The run table of a run store: one row per run folder, columns `SCHEMA` in that order.
+    """The run table of a run store: one row per run folder, columns `RUN_TABLE` in that order.
 
     n_kind ("total" | "non-embedding" | "active"), c_kind ("exact" | "6ND") and loss ("eval" |
     "train") choose what the fitter's N, C and loss columns hold; ``df.attrs`` names them
@@ -246,7 +237,7 @@ def _read_outside(path: Path) -> pd.DataFrame:
 
 def ingest(source, mapping: dict[str, str] | None = None, *, wandb: bool = False, n_kind: str = "total",
            c_kind: str = CKind.SIX_ND, loss: str = "eval") -> pd.DataFrame:
-    """Outside logs -> the run table (`SCHEMA`), so the fitter sees one schema whatever the origin.
+    """Outside logs -> the run table (`RUN_TABLE`), so the fitter sees one schema whatever the origin.
 
     source: a DataFrame or a .csv / .jsonl / .parquet file. mapping: schema column -> source column,
     e.g. {"N_total": "params", "D": "tokens", "final_eval_loss": "val/loss"}. wandb=True also maps a
@@ -261,8 +252,8 @@ def ingest(source, mapping: dict[str, str] | None = None, *, wandb: bool = False
     if wandb:
         mapping = {**{v: k for k, v in WANDB_COLUMNS.items() if k in df.columns}, **mapping}
     for col, src in mapping.items():
-        if col not in SCHEMA:
-            raise ValueError(f"mapping key {col!r} is not a run-table column; columns: {list(SCHEMA)}")
+        if col not in RUN_TABLE:
+            raise ValueError(f"mapping key {col!r} is not a run-table column; columns: {list(RUN_TABLE)}")
         if src not in df.columns:
             raise ValueError(f"{col}: column {src!r} not found in {where}; columns available: {list(df.columns)}")
     out = {col: df[src].to_numpy() for col, src in mapping.items()}
@@ -291,7 +282,7 @@ def ingest(source, mapping: dict[str, str] | None = None, *, wandb: bool = False
     if c_kind is CKind.EXACT and "C_exact" not in out:
         raise ValueError(f"{where}: c_kind='exact' needs a mapping for 'C_exact'")
     out.setdefault("source", np.array([where] * n, dtype=object))
-    rows = pd.DataFrame({c: out.get(c, [None] * n) for c in SCHEMA if c not in ("run", "N", "C", "loss")})
+    rows = pd.DataFrame({c: out.get(c, [None] * n) for c in RUN_TABLE if c not in ("run", "N", "C", "loss")})
     frame = _frame(rows.to_dict("records"), n_kind, c_kind, loss, [], where)
     frame.attrs["notes"] = notes
     return frame

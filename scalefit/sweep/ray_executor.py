@@ -1,29 +1,32 @@
-"""The Ray executor of `scalefit.sweep.run.run_sweep`: one task per run, each on one worker CPU.
+"""The Ray executor: one worker process per cluster CPU, each training the runs it is given.
 
-Every task calls `scalefit.sweep.run.execute_run` on the shared run store, exactly what the local executor
-does, so a run's folder is the same whichever executor trained it (batches are a pure function of
-seed and step). Ladder runs are submitted only once their parent has completed.
+Every worker calls `scalefit.sweep.execute.execute_run` on the shared run store, exactly what the local
+executor does, so a run's folder is the same whichever executor trained it (batches are a pure
+function of seed and step). Workers are Ray actors, so each keeps its own `StartupClock`: a worker's
+start-up is charged to the first run it trains. Ray is imported when the executor is opened, not
+before: it is an optional dependency (``pip install 'ray>=2.9'``).
 """
 
 from __future__ import annotations
 
 import os
-import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
+from scalefit.sweep.execute import RunResult, execute_run
 from scalefit.sweep.plan import PlannedRun, SweepPlan
+from scalefit.sweep.timing import StartupClock
 
-_WORKER_CHARGED = False  # a worker process pays its start-up once, in its first task
 
+class _Worker:
+    """A Ray actor (one process, one CPU) training one run at a time."""
 
-def _task(plan: SweepPlan, run: PlannedRun, out: str) -> dict:
-    global _WORKER_CHARGED
-    from scalefit.sweep import run as sweep
+    def __init__(self) -> None:
+        self._startup = StartupClock()  # this worker's start-up goes to its first run
 
-    startup = 0.0 if _WORKER_CHARGED else max(0.0, time.time() - sweep._PROCESS_T0)
-    _WORKER_CHARGED = True
-    return sweep.execute_run(plan, run, out, startup=startup)
+    def run(self, plan: SweepPlan, run: PlannedRun, out: str) -> RunResult:
+        return execute_run(plan, run, out, startup=self._startup.take())
 
 
 def _runtime_env() -> dict:
@@ -33,54 +36,50 @@ def _runtime_env() -> dict:
     return {"env_vars": {"PYTHONPATH": path}}
 
 
-def run_ray(plan: SweepPlan, todo: list[PlannedRun], out: Path, address: str | None, log,
-            progress: bool = True) -> dict:
-    """Train ``todo`` on the Ray cluster at ``address`` (a new local instance when None)."""
-    try:
-        import ray
-    except ImportError:
-        raise ValueError("the ray executor needs Ray: pip install 'ray>=2.9'") from None
-    from tqdm.auto import tqdm
+class RayExecutor:
+    """Trains submitted runs on the Ray cluster at ``address`` (a new local instance when None)."""
 
-    from scalefit.sweep.run import Timing, run_status
+    def __init__(self, plan: SweepPlan, out: Path, *, address: str | None,
+                 log: Callable[[str], None]) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ValueError("the ray executor needs Ray: pip install 'ray>=2.9'") from None
+        self._ray = ray
+        self._started_here = not ray.is_initialized()  # a cluster this executor started, and shuts down
+        if self._started_here:
+            with warnings.catch_warnings():
+                # Ray forks and immediately execs its processes, which JAX's at-fork warning cannot tell.
+                warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+                ray.init(address=address, runtime_env=_runtime_env(), include_dashboard=False,
+                         log_to_driver=False, configure_logging=False)
+        cpus = ray.cluster_resources().get("CPU", 0)
+        log(f"ray: {cpus:g} CPUs at {address or 'a local instance'}")
+        self.slots = max(1, int(cpus))  # one worker per CPU, started as runs are submitted
+        self._worker = ray.remote(num_cpus=1, max_restarts=0)(_Worker)
+        self._plan, self._out = plan, str(Path(out).resolve())
+        self._idle: list = []  # workers with no run
+        self._workers: list = []  # every worker started, to release on close
+        self._running: dict = {}  # Ray object ref of a run's result -> the worker training it
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        with warnings.catch_warnings():
-            # Ray forks and immediately execs its processes, which JAX's at-fork warning cannot tell.
-            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
-            ray.init(address=address, runtime_env=_runtime_env(), include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
-    log(f"ray: {ray.cluster_resources().get('CPU', 0):g} CPUs at {address or 'a local instance'}")
-    remote = ray.remote(num_cpus=1, max_retries=0)(_task)
-    out = Path(out).resolve()
-    waiting = {r.spec.run_id: r for r in todo}
-    by_id = plan.by_id()
-    running, results = {}, {}
-    total = sum(r.flops_exact * r.own_steps / r.steps for r in todo)
-    bar = tqdm(total=total, unit="FLOP", unit_scale=True, dynamic_ncols=True, desc=f"{plan.name} (ray)",
-               disable=not progress)
-    try:
-        while waiting or running:
-            for rid in [rid for rid, r in waiting.items()
-                        if r.parent is None or (r.parent not in waiting and r.parent not in running
-                                                and run_status(out / r.parent) == "completed")]:
-                running[remote.remote(plan, waiting.pop(rid), str(out))] = rid
-            if not running:
-                stuck = ", ".join(by_id[r].label for r in waiting)
-                raise RuntimeError(f"runs {stuck} wait for parents that did not complete")
-            done, _ = ray.wait(list(running), num_returns=1)
-            rid = running.pop(done[0])
-            res = ray.get(done[0])
-            results[rid] = res["timing"]
-            r = by_id[rid]
-            bar.update(r.flops_exact * r.own_steps / r.steps)
-            s = res["summary"]
-            ev = s.get("final_eval_loss")
-            (bar.write if progress else log)(f"{r.label:24s} {s['status']:9s} eval {ev if ev is None else f'{ev:.4f}'}  "
-                      + Timing(**res["timing"]).line())
-    finally:
-        bar.close()
-        if started_here:
-            ray.shutdown()
-    return results
+    def submit(self, run: PlannedRun) -> None:
+        """Give ``run`` to an idle worker, starting one when none is idle."""
+        if self._idle:
+            worker = self._idle.pop()
+        else:
+            worker = self._worker.remote()
+            self._workers.append(worker)
+        self._running[worker.run.remote(self._plan, run, self._out)] = worker
+
+    def wait(self) -> RunResult:
+        """The result of the next run to finish (its worker becomes idle)."""
+        done, _ = self._ray.wait(list(self._running), num_returns=1)
+        self._idle.append(self._running.pop(done[0]))
+        return self._ray.get(done[0])
+
+    def close(self) -> None:
+        """Stop the workers, and the cluster when this executor started it."""
+        for worker in self._workers:
+            self._ray.kill(worker)
+        if self._started_here:
+            self._ray.shutdown()

@@ -1,23 +1,21 @@
-"""Run-directory files: atomic JSON, checkpoints of the training state, and the metrics log.
+"""Checkpoints of the training state: every leaf of the TrainState pytree in one npz file.
 
-Every file a reader may look at is replaced atomically (write a temporary file in the same folder,
-then ``os.replace``), so a run killed at any instant leaves either the old or the new version, never
-half of one. The metrics log is the exception by design: it grows line by line, and resuming cuts it
-back to the checkpoint (dropping a half-written last line).
+The file (``ckpt/state.npz`` of the run folder, scalefit.store.records.CHECKPOINT_FILE) is replaced
+atomically (scalefit.atomic), so a run killed mid-write keeps its previous checkpoint. No pickle: the
+tree structure is rebuilt from a freshly initialized state on load. The run folder's other files are
+scalefit.store's.
 """
 
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from scalefit.atomic import atomic_write_bytes, read_json, write_json  # noqa: F401 (re-exported for run folders)
-
-CHECKPOINT_FILE = "ckpt/state.npz"
+from scalefit.atomic import atomic_write_bytes
+from scalefit.store.records import CHECKPOINT_FILE
 
 
 def save_checkpoint(run_dir: Path, state, extra: dict[str, float]) -> None:
@@ -61,35 +59,11 @@ def load_checkpoint(run_dir: Path, like):
     return jax.tree.unflatten(treedef, loaded), extra
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """Records of a metrics.jsonl file; a half-written last line (from a kill) is ignored.
-
-    A broken line anywhere else means the file was damaged, not interrupted: ValueError with its number.
-    """
-    path = Path(path)
+def checkpoint_step(run_dir: Path) -> int:
+    """Optimizer steps of the run folder's checkpoint (0 when it has none), read without JAX: the step
+    counter is the last leaf of the saved TrainState."""
+    path = Path(run_dir) / CHECKPOINT_FILE
     if not path.exists():
-        return []
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    records = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1 and not raw.endswith(b"\n"):
-                break  # the last line, cut mid-write
-            raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
-    return records
-
-
-def truncate_metrics(path: Path, last_step: int) -> list[dict]:
-    """Keep only records with ``step <= last_step`` (atomically) and return them.
-
-    Called on resume, so steps between the checkpoint and the interruption are logged once, by the
-    resumed run, and never twice.
-    """
-    kept = [r for r in read_metrics(path) if r["step"] <= last_step]
-    atomic_write_bytes(Path(path), b"".join((json.dumps(r) + "\n").encode() for r in kept))
-    return kept
+        return 0
+    with np.load(path) as z:
+        return int(z[f"leaf_{int(z['n_leaves']) - 1:05d}"])

@@ -8,6 +8,7 @@ configs hash equal and reuse one compiled program. Every invalid combination is 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 from scalefit.conventions import COUNTED, CKind
@@ -83,6 +84,10 @@ class ModelConfig:
     def with_overrides(self, **changes) -> ModelConfig:
         """A copy with some fields replaced (validated again)."""
         return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """The canonical JSON form (`dataclasses.asdict`): spec.json's ``model`` and the run id hash it."""
+        return dataclasses.asdict(self)
 
 
 def _ff(d: int) -> int:
@@ -212,6 +217,11 @@ class TrainConfig:
         """A copy with some fields replaced (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    def to_dict(self) -> dict:
+        """The canonical JSON form (`dataclasses.asdict` through JSON, so the knots of a "table" schedule are
+        lists as spec.json reads back): spec.json's ``train`` and the run id hash it."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
 
 def _knots(table) -> tuple[tuple[int, float], ...]:
     """Knots (step, rate / lr) as a tuple of (int, float) pairs (a JSON round trip gives lists), validated."""
@@ -245,8 +255,10 @@ class RunSpec:
             raise ValueError(f"RunSpec.run_id must be a plain folder name, got {self.run_id!r}")
 
     def to_dict(self) -> dict:
-        """JSON-ready form; :meth:`from_dict` inverts it."""
-        return dataclasses.asdict(self)
+        """JSON-ready form: the configs as their ``to_dict()``, the form spec.json records and the run
+        id hashes; :meth:`from_dict` inverts it."""
+        return {"run_id": self.run_id, "model": self.model.to_dict(), "train": self.train.to_dict(),
+                "corpus": self.corpus}
 
     @classmethod
     def from_dict(cls, d: dict) -> RunSpec:

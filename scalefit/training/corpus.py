@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from scalefit.atomic import atomic_write_bytes
+from scalefit.store.records import CorpusRecord
 
 VOCAB_SIZE = 256  # byte-level tokens
 # Documents are joined with a NUL byte so a window can see where one file ends and the next begins;
@@ -50,20 +51,13 @@ class Corpus:
     split: str  # "document" (hash of relative path) or "tail" (single document: last bytes held out)
     excluded: tuple[tuple[str, int], ...]  # (reason, count) of files that were not used
 
-    def info(self) -> dict:
-        """JSON-ready description recorded in every run's spec.json."""
-        return {
-            "source": self.source,
-            "fingerprint": self.fingerprint,
-            "tokenizer": "bytes",
-            "vocab_size": VOCAB_SIZE,
-            "n_documents": self.n_documents,
-            "n_val_documents": self.n_val_documents,
-            "split": self.split,
-            "train_tokens": int(self.train.size),
-            "val_tokens": int(self.val.size),
-            "excluded": dict(self.excluded),
-        }
+    def info(self) -> CorpusRecord:
+        """The description recorded in every run's spec.json."""
+        return CorpusRecord(source=self.source, fingerprint=self.fingerprint, tokenizer="bytes",
+                            vocab_size=VOCAB_SIZE, n_documents=self.n_documents,
+                            n_val_documents=self.n_val_documents, split=self.split,
+                            train_tokens=int(self.train.size), val_tokens=int(self.val.size),
+                            excluded=dict(self.excluded))
 
 
 def stdlib_root() -> Path:

@@ -12,13 +12,18 @@ Conventions (also in docs/conventions.md):
   router and top_k of the E experts. Equal to non-embedding for dense models.
 - FLOPs: one multiply-add = 2 FLOPs; training = forward + backward = 3 x forward (the backward pass
   does two matmuls per forward matmul: gradient w.r.t. inputs and w.r.t. weights).
+- Budgets: a run trains for whole optimizer steps of batch_size * seq_len tokens; a token budget D or
+  a FLOP budget C is rounded down to the steps it pays for (`total_steps`).
+
+Pure arithmetic on configs (no JAX), so planning a sweep never imports the trainer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scalefit.training.config import ModelConfig
+from scalefit.conventions import CKind
+from scalefit.training.config import ModelConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -105,3 +110,31 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None, *,
                       forward_proj=float(proj), forward_attention=float(attn),
                       forward_mlp=float(mlp), forward_router=float(router),
                       forward_output=float(output))
+
+
+def tokens_per_step(model_cfg: ModelConfig, train_cfg: TrainConfig) -> int:
+    """Training tokens in one optimizer step: batch_size * seq_len."""
+    return train_cfg.batch_size * model_cfg.seq_len
+
+
+def total_steps(model_cfg: ModelConfig, train_cfg: TrainConfig) -> int:
+    """Optimizer steps the budget pays for, rounded down: D / (B*T), or C / (flops_per_token * B*T).
+
+    The FLOPs of a token are `flops_per_token`'s exact count or 6 N_active, as
+    ``train_cfg.flops_convention`` says. ValueError when the budget does not cover a single step,
+    before anything is compiled.
+    """
+    tps = tokens_per_step(model_cfg, train_cfg)
+    if train_cfg.tokens is not None:
+        per_step, budget, unit = tps, train_cfg.tokens, "tokens"
+    else:
+        fpt = flops_per_token(model_cfg)
+        per_token = fpt.exact if train_cfg.flops_convention == CKind.EXACT else fpt.six_n
+        per_step, budget, unit = per_token * tps, train_cfg.flops, f"FLOPs ({train_cfg.flops_convention})"
+    steps = int(budget // per_step)
+    if steps < 1:
+        raise ValueError(
+            f"budget of {budget:.4g} {unit} is smaller than one optimizer step ({per_step:.4g} {unit} "
+            f"= batch_size {train_cfg.batch_size} x seq_len {model_cfg.seq_len} tokens); raise the "
+            "budget or shrink the batch")
+    return steps

@@ -1,16 +1,17 @@
-"""Train one model to a token or FLOP budget, writing a resumable run directory.
+"""Train one model to a token or FLOP budget, writing a resumable run folder.
 
-Run directory ``<out>/``:
-    spec.json      what was run: model and train configs, corpus fingerprint, parameter counts, FLOPs
-                   per token (6N and exact), total steps, jax version and backend. Written first.
-    metrics.jsonl  one JSON object per logged step, appended and flushed line by line.
-    ckpt/state.npz params + optimizer state + step, every ``checkpoint_every`` steps and at the end.
-    summary.json   written last: status "completed" or "diverged", final losses, steps, tokens, FLOPs.
+Run folder ``<out>/`` (the format of scalefit.store.records; written through scalefit.store.folder):
+    spec.json      SpecRecord: model and train configs, corpus fingerprint, parameter counts, FLOPs per
+                   token (6N and exact), total steps, versions and backend. Written first.
+    metrics.jsonl  one MetricRecord per logged step, appended and flushed line by line.
+    ckpt/state.npz params + optimizer state + step (scalefit.training.checkpoint), every
+                   ``checkpoint_every`` steps and at the end.
+    summary.json   RunSummary, written last: status completed or diverged, final losses, steps, FLOPs.
 
-Resuming: calling :func:`train` again on the same directory with the same configs continues from the
+Resuming: calling :func:`train` again on the same folder with the same configs continues from the
 checkpoint. metrics.jsonl is cut back to the checkpoint's step first (including a half-written last
 line from a kill), so the finished log has every logged step exactly once, and because batches are a
-pure function of (seed, step) the resumed run is the unbroken run. A finished directory (summary.json
+pure function of (seed, step) the resumed run is the unbroken run. A finished folder (summary.json
 present) is not trained again.
 
 Conventions: losses are nats per token (cross-entropy, without the MoE load-balancing term, which is
@@ -22,34 +23,35 @@ token * tokens, both cumulative training FLOPs (evaluation is not counted).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import functools
-import json
 import math
 import os
 import platform
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tqdm.auto import tqdm
 
 import scalefit
-from scalefit.conventions import CKind
-from scalefit.training import counting
-from scalefit.training import model
-from scalefit.training.checkpoint import (load_checkpoint, read_json, save_checkpoint, truncate_metrics,
-                                 write_json)
+from scalefit.store import folder
+from scalefit.store.records import (FINISHED, LOCK_FILE, METRICS_FILE, SPEC_FILE, SUMMARY_FILE,
+                                    FlopsPerTokenRecord, MetricRecord, MoeStats, ParamsRecord, RunStatus,
+                                    RunSummary, SpecRecord, finite_or_none)
+from scalefit.training import counting, model
+from scalefit.training.checkpoint import load_checkpoint, save_checkpoint
 from scalefit.training.config import ModelConfig, RunSpec, TrainConfig
 from scalefit.training.corpus import Corpus, check_length, eval_batches, get_batch, load_corpus
 from scalefit.training.optim import lr_table, make_optimizer, warmup_steps
 
-FINISHED = ("completed", "diverged")
+LOSS_UNIT = "nats per token (cross-entropy, natural log)"  # spec.json's loss_unit
 
 
 class TrainState(NamedTuple):
@@ -58,32 +60,6 @@ class TrainState(NamedTuple):
     params: dict  # model parameters (see model.init_params), f32 leaves
     opt_state: Any  # optax state of the AdamW chain: moments shaped like params, step counters []
     step: jax.Array  # int32 [] optimizer steps taken so far
-
-
-def tokens_per_step(model_cfg: ModelConfig, train_cfg: TrainConfig) -> int:
-    """Training tokens in one optimizer step: batch_size * seq_len."""
-    return train_cfg.batch_size * model_cfg.seq_len
-
-
-def total_steps(model_cfg: ModelConfig, train_cfg: TrainConfig) -> int:
-    """Optimizer steps the budget pays for, rounded down: D / (B*T), or C / (flops_per_token * B*T).
-
-    ValueError when the budget does not cover a single step, before anything is compiled.
-    """
-    tps = tokens_per_step(model_cfg, train_cfg)
-    if train_cfg.tokens is not None:
-        per_step, budget, unit = tps, train_cfg.tokens, "tokens"
-    else:
-        fpt = counting.flops_per_token(model_cfg)
-        per_token = fpt.exact if train_cfg.flops_convention == CKind.EXACT else fpt.six_n
-        per_step, budget, unit = per_token * tps, train_cfg.flops, f"FLOPs ({train_cfg.flops_convention})"
-    steps = int(budget // per_step)
-    if steps < 1:
-        raise ValueError(
-            f"budget of {budget:.4g} {unit} is smaller than one optimizer step ({per_step:.4g} {unit} "
-            f"= batch_size {train_cfg.batch_size} x seq_len {model_cfg.seq_len} tokens); raise the "
-            "budget or shrink the batch")
-    return steps
 
 
 def eval_schedule(steps: int, n_evals: int) -> frozenset[int]:
@@ -110,7 +86,7 @@ def _make_init(model_cfg: ModelConfig, tx: optax.GradientTransformation) -> Call
     """Jitted ``key -> TrainState`` (one program instead of a compiled op per optimizer-state leaf)."""
 
     def init(key: jax.Array) -> TrainState:
-        params = model.init_params(model_cfg, key)
+        params = model.init_params(model_cfg, key=key)
         return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
 
     return jax.jit(init)
@@ -153,87 +129,71 @@ def evaluate(eval_fn: Callable, params: dict, batches: list) -> float:
     return float(np.mean([float(eval_fn(params, x, y)) for x, y in batches]))
 
 
-def _finite_or_none(v: float) -> float | None:
-    # JSON has no NaN/inf; a diverged value is recorded as null and the summary names the step.
-    return v if math.isfinite(v) else None
-
-
-def _spec(model_cfg, train_cfg, corpus: Corpus, steps: int) -> dict:
+def _spec(model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus, steps: int) -> SpecRecord:
     pc = counting.param_counts(model_cfg)
     fpt = counting.flops_per_token(model_cfg)
-    return {
-        "model": _asdict(model_cfg),
-        "train": _asdict(train_cfg),
-        "corpus": corpus.info(),
-        "params": {"total": pc.total, "embedding": pc.embedding, "non_embedding": pc.non_embedding,
-                   "active": pc.active},
-        "flops_per_token": {"six_n": fpt.six_n, "exact": fpt.exact},
-        "steps": steps,
-        "tokens_per_step": tokens_per_step(model_cfg, train_cfg),
-        "warmup_steps": warmup_steps(train_cfg, steps),
-        "loss_unit": "nats per token (cross-entropy, natural log)",
-        "scalefit_version": scalefit.__version__,
-        "python_version": platform.python_version(),  # the default corpus is this stdlib's source
-        "jax_version": jax.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-    }
+    return SpecRecord(
+        model=model_cfg.to_dict(), train=train_cfg.to_dict(), corpus=corpus.info(),
+        params=ParamsRecord(total=pc.total, embedding=pc.embedding, non_embedding=pc.non_embedding,
+                            active=pc.active),
+        flops_per_token=FlopsPerTokenRecord(six_n=fpt.six_n, exact=fpt.exact),
+        steps=steps, tokens_per_step=counting.tokens_per_step(model_cfg, train_cfg),
+        warmup_steps=warmup_steps(train_cfg, steps), loss_unit=LOSS_UNIT,
+        scalefit_version=scalefit.__version__,
+        python_version=platform.python_version(),  # the default corpus is this stdlib's source
+        jax_version=jax.__version__, backend=jax.default_backend(),
+        devices=tuple(str(d) for d in jax.devices()))
 
 
-def _asdict(cfg) -> dict:
-    # Through JSON, so a config compares equal to the spec.json it was written to (tuples read back as lists).
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
-
-
-def _check_same_config(path: Path, key: str, old: dict, new: dict) -> None:
-    if old.get(key) != new:
-        diff = sorted(k for k in new if old.get(key, {}).get(k) != new[k])
+def _check_same_config(path: Path, key: str, old: Mapping, new: dict) -> None:
+    if dict(old) != new:
+        diff = sorted(k for k in new if old.get(k) != new[k])
         raise ValueError(f"{path} holds a run with a different {key} config (fields {diff}); "
                          "use a new output folder")
 
 
-def _check_same_run(path: Path, old: dict, new: dict) -> None:
-    """ValueError when a run directory already holds a different run."""
-    for key in ("model", "train"):
-        _check_same_config(path, key, old, new[key])
-    if old.get("corpus", {}).get("fingerprint") != new["corpus"]["fingerprint"]:
+def _check_same_run(path: Path, old: SpecRecord, new: SpecRecord) -> None:
+    """ValueError when a run folder already holds a different run."""
+    _check_same_config(path, "model", old.model, dict(new.model))
+    _check_same_config(path, "train", old.train, dict(new.train))
+    if old.corpus.fingerprint != new.corpus.fingerprint:
         raise ValueError(f"{path} holds a run on a different corpus (fingerprint "
-                         f"{old.get('corpus', {}).get('fingerprint')} vs {new['corpus']['fingerprint']})")
+                         f"{old.corpus.fingerprint} vs {new.corpus.fingerprint})")
 
 
-def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: str | os.PathLike,
+def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: str | os.PathLike, *,
           corpus: Corpus | str | os.PathLike | None = None, progress: bool = True,
-          on_step: Callable[[dict], None] | None = None) -> dict:
+          on_step: Callable[[MetricRecord], None] | None = None) -> RunSummary:
     """Train ``model_cfg`` to the budget of ``train_cfg``; write and return the run's summary.
 
     ``corpus``: None for the standard-library corpus, a path to text files, or a loaded Corpus.
     ``on_step`` is called with each metrics record after it is written; an exception it raises stops
     the run (which stays resumable from its last checkpoint). A loss that turns NaN/inf ends the run
-    with status "diverged" and ``diverged_at_step``; it does not raise.
+    with status diverged and ``diverged_at_step``; it does not raise.
     """
     out = Path(out_dir)
-    if (out / "summary.json").exists():
-        summary = read_json(out / "summary.json")
-        if summary.get("status") in FINISHED:
-            old = read_json(out / "spec.json")
-            for key, cfg in (("model", model_cfg), ("train", train_cfg)):
-                _check_same_config(out / "spec.json", key, old, _asdict(cfg))
+    if (out / SUMMARY_FILE).exists():
+        summary = folder.read_summary(out)
+        if summary.status in FINISHED:
+            old = folder.read_spec(out)
+            _check_same_config(out / SPEC_FILE, "model", old.model, model_cfg.to_dict())
+            _check_same_config(out / SPEC_FILE, "train", old.train, train_cfg.to_dict())
             # A finished run on another corpus is not this run: refuse rather than hand it back.
             fp = (corpus if isinstance(corpus, Corpus) else load_corpus(corpus)).fingerprint
-            if old.get("corpus", {}).get("fingerprint") != fp:
-                raise ValueError(f"{out / 'spec.json'} holds a finished run on a different corpus "
-                                 f"(fingerprint {old.get('corpus', {}).get('fingerprint')} vs {fp})")
+            if old.corpus.fingerprint != fp:
+                raise ValueError(f"{out / SPEC_FILE} holds a finished run on a different corpus "
+                                 f"(fingerprint {old.corpus.fingerprint} vs {fp})")
             return summary
-    steps = total_steps(model_cfg, train_cfg)  # budget errors before the corpus is read
+    steps = counting.total_steps(model_cfg, train_cfg)  # budget errors before the corpus is read
     if not isinstance(corpus, Corpus):
         corpus = load_corpus(corpus)
     check_length(corpus.train, model_cfg.seq_len, f"corpus {corpus.source} (train split)")
     check_length(corpus.val, model_cfg.seq_len, f"corpus {corpus.source} (validation split)")
     spec = _spec(model_cfg, train_cfg, corpus, steps)
-    if (out / "spec.json").exists():
-        _check_same_run(out / "spec.json", read_json(out / "spec.json"), spec)
+    if (out / SPEC_FILE).exists():
+        _check_same_run(out / SPEC_FILE, folder.read_spec(out), spec)
     else:
-        write_json(out / "spec.json", spec)
+        folder.write_spec(out, spec)
 
     with _run_lock(out):
         tx = make_optimizer(train_cfg)  # the rate is fed per step from lr_table
@@ -244,16 +204,16 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: str | os.Path
             state, extra = restored
             state = jax.tree.map(jnp.asarray, state)
             start, wall0 = int(state.step), float(extra.get("wall_time", 0.0))
-        records = truncate_metrics(out / "metrics.jsonl", start)
-        return _loop(model_cfg, train_cfg, out, corpus, spec, tx, state, start, wall0, records,
-                     progress, on_step)
+        records = folder.truncate_metrics(out / METRICS_FILE, start)
+        run = _RunContext(model_cfg, train_cfg, out, corpus, spec, tx, progress, on_step)
+        return _loop(run, state, _Resume(start, wall0, records[-1] if records else None))
 
 
 @contextlib.contextmanager
 def _run_lock(out: Path):
     """Exclusive lock on the run folder: two processes appending to one metrics log would corrupt it
     (e.g. a sweep retrying a run whose first worker is still alive). The OS drops it on exit or kill."""
-    with open(out / ".lock", "w") as f:
+    with open(out / LOCK_FILE, "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -264,33 +224,51 @@ def _run_lock(out: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def train_run(spec: RunSpec, root: str | os.PathLike, progress: bool = False,
-              on_step: Callable[[dict], None] | None = None) -> dict:
+def train_run(spec: RunSpec, root: str | os.PathLike, *, progress: bool = False,
+              on_step: Callable[[MetricRecord], None] | None = None) -> RunSummary:
     """:func:`train` for a RunSpec, in the folder ``<root>/<spec.run_id>``."""
     return train(spec.model, spec.train, Path(root) / spec.run_id, corpus=spec.corpus,
                  progress=progress, on_step=on_step)
 
 
-def _loop(model_cfg, train_cfg, out, corpus, spec, tx, state, start, wall0, records, progress,
-          on_step) -> dict:
-    steps = spec["steps"]
-    tps = spec["tokens_per_step"]
-    f6, fx = spec["flops_per_token"]["six_n"], spec["flops_per_token"]["exact"]
-    lrs = lr_table(train_cfg, steps)  # float32 [steps], fed to the step: no compile per run length
-    evals = eval_schedule(steps, train_cfg.n_evals)
-    val = eval_batches(corpus.val, train_cfg.eval_batches, train_cfg.batch_size, model_cfg.seq_len)
-    step_fn, eval_fn = make_train_step(model_cfg, tx), make_eval_fn(model_cfg)
-    t0 = time.perf_counter()
-    last = records[-1] if records else None
-    status, diverged_at = "completed", None
+@dataclass(frozen=True)
+class _RunContext:
+    """What one call of `train` trains: fixed for the whole loop."""
 
-    from tqdm.auto import tqdm
+    model: ModelConfig  # the model shape
+    train: TrainConfig  # optimizer, schedule, budget, logging and checkpoint intervals
+    out: Path  # the run folder
+    corpus: Corpus  # the loaded data
+    spec: SpecRecord  # spec.json: steps, tokens per step, FLOPs per token, parameter counts
+    tx: optax.GradientTransformation  # the AdamW chain; its rate is fed per step
+    progress: bool  # show a tqdm bar of tokens
+    on_step: Callable[[MetricRecord], None] | None  # called with each record after it is written
+
+
+class _Resume(NamedTuple):
+    """Where the loop starts: a fresh run, or the run's checkpoint."""
+
+    step: int  # optimizer steps already taken (0 for a fresh run)
+    wall: float  # seconds of training before this call
+    last: MetricRecord | None  # the log's last record up to ``step`` (None when nothing was logged)
+
+
+def _loop(run: _RunContext, state: TrainState, resume: _Resume) -> RunSummary:
+    cfg, spec = run.train, run.spec
+    steps, tps = spec.steps, spec.tokens_per_step
+    lrs = lr_table(cfg, steps)  # float32 [steps], fed to the step: no compile per run length
+    evals = eval_schedule(steps, cfg.n_evals)
+    val = eval_batches(run.corpus.val, cfg.eval_batches, cfg.batch_size, run.model.seq_len)
+    step_fn, eval_fn = make_train_step(run.model, run.tx), make_eval_fn(run.model)
+    t0 = time.perf_counter()
+    start, wall0, last = resume
+    status, diverged_at = RunStatus.COMPLETED, None
 
     bar = tqdm(total=steps * tps, initial=start * tps, unit="tok", unit_scale=True,
-               disable=not progress, dynamic_ncols=True)
-    with open(out / "metrics.jsonl", "a") as log:
-        batch = partial(get_batch, corpus.train, batch_size=train_cfg.batch_size,
-                        seq_len=model_cfg.seq_len, seed=train_cfg.seed)
+               disable=not run.progress, dynamic_ncols=True)
+    with folder.MetricsLog(run.out) as log:
+        batch = partial(get_batch, run.corpus.train, batch_size=cfg.batch_size, seq_len=run.model.seq_len,
+                        seed=cfg.seed)
         nxt = batch(start)
         for s in range(start, steps):
             state, stats = step_fn(state, *nxt, lrs[s])
@@ -300,65 +278,50 @@ def _loop(model_cfg, train_cfg, out, corpus, spec, tx, state, start, wall0, reco
             # One host sync per step, so divergence is caught on the step it happens.
             loss, objective = (float(v) for v in jax.device_get((stats["ce"], stats["loss"])))
             finite = math.isfinite(loss) and math.isfinite(objective)
-            if not finite or done % train_cfg.log_every == 0 or done in evals:
+            if not finite or done % cfg.log_every == 0 or done in evals:
                 eval_loss = evaluate(eval_fn, state.params, val) if finite and done in evals else None
-                last = _record(done, tps, f6, fx, stats, lrs[s], eval_loss, model_cfg,
+                last = _record(done, spec, stats, lrs[s], eval_loss, run.model.is_moe,
                                wall0 + time.perf_counter() - t0)
-                log.write(json.dumps(last) + "\n")
-                log.flush()
+                log.append(last)
                 shown = {"loss": f"{loss:.3f}"}
                 if eval_loss is not None:
                     shown["eval"] = f"{eval_loss:.3f}"
                 bar.set_postfix(shown)
-                if on_step is not None:
-                    on_step(last)
+                if run.on_step is not None:
+                    run.on_step(last)
             bar.update(tps)
             if not finite:
-                status, diverged_at = "diverged", done
+                status, diverged_at = RunStatus.DIVERGED, done
                 break
-            if done % train_cfg.checkpoint_every == 0 or done == steps:
-                save_checkpoint(out, state, {"wall_time": wall0 + time.perf_counter() - t0})
+            if done % cfg.checkpoint_every == 0 or done == steps:
+                save_checkpoint(run.out, state, {"wall_time": wall0 + time.perf_counter() - t0})
     bar.close()
     summary = _summary(spec, status, diverged_at, last, wall0 + time.perf_counter() - t0)
-    write_json(out / "summary.json", summary)
+    folder.write_summary(run.out, summary)
     return summary
 
 
-def _record(step, tps, f6, fx, stats, lr, eval_loss, model_cfg, wall) -> dict:
-    """One metrics.jsonl line for the state after ``step`` updates."""
-    tokens = step * tps
-    rec = {
-        "step": step,
-        "tokens": tokens,
-        "flops_6N": f6 * tokens,
-        "flops_exact": fx * tokens,
-        "train_loss": _finite_or_none(float(stats["ce"])),
-        "eval_loss": eval_loss,
-        "lr": float(lr),
-        "grad_norm": _finite_or_none(float(stats["grad_norm"])),
-        "wall_time": round(wall, 4),
-    }
-    if model_cfg.is_moe:
-        rec["aux_loss"] = _finite_or_none(float(stats["aux_loss"]))
-        rec["expert_load"] = np.asarray(stats["expert_load"]).round(6).tolist()  # [L][E]
-        rec["dropped_frac"] = _finite_or_none(float(stats["dropped_frac"]))
-    return rec
+def _record(step: int, spec: SpecRecord, stats: dict, lr, eval_loss: float | None, is_moe: bool,
+            wall: float) -> MetricRecord:
+    """The metrics record of the state after ``step`` updates."""
+    tokens = step * spec.tokens_per_step
+    moe = None
+    if is_moe:
+        load = np.asarray(stats["expert_load"]).round(6).tolist()  # [L][E]
+        moe = MoeStats(aux_loss=finite_or_none(float(stats["aux_loss"])), expert_load=tuple(map(tuple, load)),
+                       dropped_frac=finite_or_none(float(stats["dropped_frac"])))
+    return MetricRecord(step=step, tokens=tokens, flops_6N=spec.flops_per_token.six_n * tokens,
+                        flops_exact=spec.flops_per_token.exact * tokens,
+                        train_loss=finite_or_none(float(stats["ce"])), eval_loss=eval_loss, lr=float(lr),
+                        grad_norm=finite_or_none(float(stats["grad_norm"])), wall_time=round(wall, 4), moe=moe)
 
 
-def _summary(spec: dict, status: str, diverged_at: int | None, last: dict | None, wall: float) -> dict:
+def _summary(spec: SpecRecord, status: RunStatus, diverged_at: int | None, last: MetricRecord | None,
+             wall: float) -> RunSummary:
     """summary.json: the run's outcome, from its last metrics record."""
-    last = last or {}
-    return {
-        "status": status,
-        "diverged_at_step": diverged_at,
-        "steps": last.get("step", 0),
-        "planned_steps": spec["steps"],
-        "tokens": last.get("tokens", 0),
-        "flops_6N": last.get("flops_6N", 0.0),
-        "flops_exact": last.get("flops_exact", 0.0),
-        "final_train_loss": last.get("train_loss"),
-        "final_eval_loss": last.get("eval_loss"),
-        "params": spec["params"],
-        "corpus_fingerprint": spec["corpus"]["fingerprint"],
-        "wall_time": round(wall, 4),
-    }
+    return RunSummary(
+        status=status, diverged_at_step=diverged_at, steps=last.step if last else 0, planned_steps=spec.steps,
+        tokens=last.tokens if last else 0, flops_6N=last.flops_6N if last else 0.0,
+        flops_exact=last.flops_exact if last else 0.0, final_train_loss=last.train_loss if last else None,
+        final_eval_loss=last.eval_loss if last else None, params=spec.params,
+        corpus_fingerprint=spec.corpus.fingerprint, wall_time=round(wall, 4))

@@ -34,7 +34,7 @@ _NORM_EPS = 1e-5
 _EMBED_STD = 0.02  # GPT-2 / nanoGPT init for the (un)embedding matrices
 
 
-def init_params(cfg: ModelConfig, key: jax.Array) -> dict:
+def init_params(cfg: ModelConfig, *, key: jax.Array) -> dict:
     """Random float32 master weights.
 
     Hidden matrices are N(0, 1/fan_in); the residual-branch output projections (wo, w_down) are
@@ -215,7 +215,9 @@ def moe_mlp(layer: dict, x: jax.Array, cfg: ModelConfig) -> tuple[jax.Array, dic
     """Mixture of SwiGLU experts on x [N, d] -> ([N, d], stats).
 
     Router: p = softmax(x W_r) in f32; each token goes to its top-k experts with gates renormalised
-    over the chosen k. Assignments are ordered choice-major (every token's first choice before any
+    over the chosen k when k > 1 (Mixtral); with k = 1 the gate is p itself (Switch, Fedus et al. 2021):
+    renormalised over one expert it would be exactly 1, and the router would learn nothing from the
+    loss, only from the balancing term. Assignments are ordered choice-major (every token's first choice before any
     second choice, as in GShard) to decide who is dropped when an expert is full.
     - capacity_factor cf: each expert takes C = ceil(cf * N * k / E) assignments; the rest are
       dropped (they contribute 0, the residual carries the token) and counted in dropped_frac.
@@ -232,7 +234,7 @@ def moe_mlp(layer: dict, x: jax.Array, cfg: ModelConfig) -> tuple[jax.Array, dic
     logits = x @ layer["router"]  # [N, E] kept f32: routing decisions are precision-sensitive
     probs = jax.nn.softmax(logits, axis=-1)  # [N, E]
     top_p, top_e = jax.lax.top_k(probs, k)  # each [N, k]
-    gates = top_p / jnp.sum(top_p, axis=-1, keepdims=True)  # [N, k]
+    gates = top_p if k == 1 else top_p / jnp.sum(top_p, axis=-1, keepdims=True)  # [N, k]
     expert = top_e.T.reshape(n_assign)  # [k*N] choice-major
     onehot = jax.nn.one_hot(expert, e, dtype=jnp.int32)  # [k*N, E]
     pos = jnp.sum((jnp.cumsum(onehot, axis=0) - 1) * onehot, axis=-1)  # [k*N] rank within expert

@@ -9,6 +9,7 @@ import pytest
 
 from scalefit.analysis.approach1 import approach1, envelope_exponent_bound
 from scalefit.analysis.approach2 import (
+    method_disagreement,
     akima_minimum,
     approach2,
     approach2_by,
@@ -195,7 +196,7 @@ def _chinchilla_curves(ratio: float, n_lo=1e7, n_hi=1e10, points=300):
     for N in n_lo * ratio ** np.arange(steps + 1):
         D = np.geomspace(1e8, 1e13, points)
         rows.append(pd.DataFrame(dict(run=f"N{N:.4g}", N=N, D=D, C=6 * N * D, loss=chinchilla_loss(N, D))))
-    return load_table(pd.concat(rows, ignore_index=True))
+    return load_table(pd.concat(rows, ignore_index=True), checkpoints="all")
 
 
 def test_approach1_recovers_exponent_within_ladder_bound():
@@ -234,7 +235,10 @@ def test_approach1_rejects_bad_curves():
     mixed = curves.copy()
     mixed.loc[0, "N"] = 123.0
     with pytest.raises(ValueError, match="several N values"):
-        approach1(load_table(mixed))
+        approach1(mixed)
+    # Read as a table, the same rows break the run-id rule: one run id, two models.
+    with pytest.raises(ValueError, match=r"run id 'N1e\+07' is shared by rows 0, 1, .* with different N"):
+        load_table(mixed, checkpoints="all")
 
 
 def test_frontier_exact_on_the_chinchilla_optimal_curve():
@@ -287,3 +291,42 @@ def test_cli_isoflop_reports_exponent_and_flags(tmp_path, capsys):
     df.drop(columns="loss").to_csv(path, index=False)
     assert main(["isoflop", str(path)]) == 2  # no loss column: a clear error, exit 2
     assert "no loss column" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# The default minimum, the cross-check of the two, and D_opt from the minima's own fit
+
+
+def test_parabola_is_the_default_and_akima_is_cross_checked(porian_results):
+    akima, parabola, _, _ = porian_results
+    pts, _, _ = _porian()
+    cfg = "rw|base|short|kaplan|standard|val"
+    res = approach2(load_table(pts[pts.cfg_id == cfg]))
+    assert res.method == "parabola" and res.a == parabola[cfg].a
+    assert res.alternative.method == "akima" and res.alternative.a == akima[cfg].a
+    # Here the two differ by 0.054 in a, about 2.5 combined standard errors: both are reported.
+    assert abs(res.a - res.alternative.a) == pytest.approx(0.054, abs=0.001)
+    assert res.disagreement.startswith("a: parabola 0.6590 +- 0.0135, akima 0.6055 +- 0.0166, differ by 0.054")
+    assert method_disagreement(res, res.alternative, level=0.999) == ""  # within a 99.9% interval
+    tuned = approach2(load_table(pts[pts.cfg_id == "rw|tuned|short|const|standard|val"]))
+    assert tuned.disagreement == "" and tuned.alternative is not None
+    assert approach2(load_table(pts[pts.cfg_id == cfg]), cross_check=False).alternative is None
+
+
+def test_b_from_the_minima_own_d(porian_results):
+    # Under C = 6ND the curve read in log D is the mirror of the curve in log N: b = 1 - a exactly.
+    for results in porian_results[:2]:
+        for cfg, res in results.items():
+            assert res.a + res.b == pytest.approx(1.0, abs=1e-9), cfg
+    # Under the exact count of C (the quickstart's runs, C = 1.4-2.8x 6ND) D_opt is the vertex of the
+    # parabola of loss in log D of each budget's runs, not D interpolated at N_opt.
+    runs = pd.read_csv(DATASETS.parent / "tests" / "data" / "quickstart" / "runs.csv")
+    table = load_table(runs, n_col="N_non_embedding", n_kind="non-embedding", c_col="budget",
+                       loss_col="final_eval_loss", run_col="run_id", c_kind="exact")
+    optima, _ = isoflop_optima(table, "parabola")
+    for row in optima.itertuples():
+        g = table.frame[table.frame.C == row.C]
+        x, y = np.log(g["D"].to_numpy()), g["loss"].to_numpy()
+        p = np.polyfit(x - x.mean(), y, 2)
+        assert row.D_opt == pytest.approx(math.exp(x.mean() - p[1] / (2 * p[0])), rel=1e-9)
+        assert abs(math.log(row.D_opt * row.N_opt * 6 / row.C)) > 0.1  # far from 6ND: a real difference

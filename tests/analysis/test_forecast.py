@@ -184,3 +184,20 @@ def test_chinchilla_backtest_top_15_percent():
     # on average and 5% at worst (the 12.9e21 run sits 2.5% below the law even in the full fit).
     assert bt.mean_abs_rel_err < 0.02 and bt.max_abs_rel_err < 0.05
     assert bt.coverage >= 0.6
+
+
+def test_backtest_reports_nominal_against_empirical_coverage():
+    bt = backtest(isoflop_runs(), "chinchilla", holdout=7, bootstrap_resamples=20)
+    assert [p for p, _ in bt.coverages] == [0.8, 0.9, 0.95]
+    assert all(0 <= c <= 1 for _, c in bt.coverages)
+    assert "nominal -> empirical: 80% ->" in str(bt)
+
+
+def test_auto_backtest_chooses_on_the_fitted_part_and_calibrates():
+    bt = backtest(isoflop_runs(), "auto", holdout=7, bootstrap_resamples=0)
+    assert bt.fit.selection is not None and bt.fit.calibration is not None
+    assert "calibrated on the fitted part" in str(bt)
+    # The choice saw only the fitted part: its rolling origin never reaches the held-out budget.
+    assert bt.fit.n_runs == bt.n_fit_runs and bt.mean_abs_rel_err < 0.01
+    f = forecast(bt.fit, C=1e22)
+    assert f.calibrated and "calibrated on the fit's leave-future-out errors" in str(f)

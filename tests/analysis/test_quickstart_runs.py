@@ -22,7 +22,8 @@ def quickstart():
     cv = pd.read_csv(HERE / "curves.csv").merge(runs[["run_id", "N_non_embedding"]], on="run_id")
     curves = pd.DataFrame({"run": cv["run_id"], "N": cv["N_non_embedding"], "D": cv["tokens"],
                            "C": cv["flops_exact"], "loss": cv["eval_loss"]})
-    return table, load_table(curves, n_kind="non-embedding", c_kind="exact")
+    # Approach 1 reads whole curves: every checkpoint, not each run's final point (load_table's default).
+    return table, load_table(curves, n_kind="non-embedding", c_kind="exact", checkpoints="all")
 
 
 def test_backtest_of_the_largest_budget_is_within_two_percent(quickstart):

@@ -48,3 +48,9 @@ def test_curves_and_final_points_share_c(store, tmp_path, n_kind, c_kind):
         o = other.frame.set_index("run")
         np.testing.assert_allclose(o.loc[final.index, "C"], final["C"], rtol=1e-12)
         assert other.c_kind == c_kind and other.n_kind == n_kind
+
+
+def test_a_run_store_gives_the_moe_laws_their_e(store):
+    """E = each run's n_expert (1 for these dense runs), carried for the MoE laws; N in the kind asked."""
+    table = read_runs(store, n_kind="active")
+    assert set(table.frame["E"]) == {1.0} and "E carried from column 'E'" in table.notes

@@ -167,3 +167,69 @@ def test_capabilities_are_read_off_the_inputs():
     assert not get_law("kaplan_n").has_frontier
     numeric = dataclasses.replace(CHINCHILLA, name="c2", optimum=None)
     assert allocate(numeric, EPOCH, None, 1e21, SIX_ND).method == "numeric"
+
+
+# --- derived pins, tied exponents, the likelihood objective, row weights ------------------------------
+
+
+def test_pinning_a_is_chinchilla_with_beta_proportional_to_alpha():
+    tied = get_law("chinchilla_tied")
+    assert tied is get_law("chinchilla[a=0.5]") is CHINCHILLA.with_fixed(a=0.5) and tied.n_free == 4
+    # a = 0.4 -> beta = alpha * 0.4 / 0.6; data drawn from that law, recovered exactly.
+    truth = dict(EPOCH, beta=EPOCH["alpha"] * 0.4 / 0.6)
+    law = get_law("chinchilla[a=0.4]")
+    r = fit(load_table(_chinchilla_rows(truth)), law, gtol=1e-12)
+    assert r.values() == pytest.approx(truth, rel=1e-6) and r.derived["a"].value == pytest.approx(0.4)
+    # Pins combine, through the JSON too; E and a together leave A, B, alpha.
+    both = get_law("chinchilla[E=1.817, a=0.4]")
+    assert both is law.with_fixed(E=1.817) and both.theta_names == ("a", "b", "alpha")
+    r2 = fit(load_table(_chinchilla_rows(truth)), both, gtol=1e-12)
+    assert r2.values() == pytest.approx(truth, rel=1e-6)
+    assert FitResult.from_dict(r2.to_dict()).law is both
+    with pytest.raises(ValueError, match="tied"):
+        tied.with_fixed(beta=0.3)
+    with pytest.raises(ValueError, match="a \\+ b = 1"):
+        CHINCHILLA.with_fixed(a=0.5, b=0.4)
+    with pytest.raises(ValueError, match="no parameter 'a'"):
+        get_law("power_n").with_fixed(a=0.5)
+
+
+def test_pinned_and_tied_laws_share_the_base_compilation():
+    from scalefit.fitting.solver import _solve_batch
+
+    table = load_table(_chinchilla_rows(EPOCH, noise=0.005))
+    fit(table, CHINCHILLA)
+    before = _solve_batch._cache_size()
+    for law in ("chinchilla[E=1.8]", "chinchilla_tied", "chinchilla[E=1.7, a=0.45]"):
+        fit(table, law)
+    assert _solve_batch._cache_size() == before
+
+
+def test_likelihood_with_a_fitted_scale_recovers_the_law_and_the_scatter():
+    from scalefit.fitting.solver import Objective
+
+    rng = np.random.default_rng(3)
+    N = np.repeat(np.geomspace(1e7, 3e9, 10), 8)
+    D = N * np.tile(np.geomspace(5, 200, 8), 10)
+    L = CHINCHILLA.predict(EPOCH, N=N, D=D) * np.exp(rng.normal(0, 0.01, N.size))
+    obj = Objective(delta=20.0, scale=True)  # delta far beyond the scatter: the Normal likelihood
+    r = fit(pd.DataFrame({"N": N, "D": D, "loss": L}), "chinchilla", objective=obj)
+    assert r.solver.scale == pytest.approx(0.01, rel=0.15) and r.values()["alpha"] == pytest.approx(0.3478, abs=0.05)
+    # The reported objective is the negative log-likelihood, normaliser included.
+    res = np.log(CHINCHILLA.predict(r.values(), N=N, D=D) / L)
+    nll = np.sum(0.5 * (res / r.solver.scale) ** 2 + np.log(r.solver.scale)) + N.size * obj.log_normaliser()
+    assert r.objective == pytest.approx(nll, rel=1e-6)
+    assert "likelihood" in r.report() and FitResult.from_dict(r.to_dict()).solver.scale == r.solver.scale
+
+
+def test_zero_weight_rows_are_the_same_as_dropped_rows():
+    df = _chinchilla_rows(EPOCH, noise=0.01, seed=4)
+    w = np.where(np.arange(len(df)) % 5 == 0, 0.0, 1.0)
+    a = fit(load_table(df.assign(w=w), weight_col="w"), CHINCHILLA)
+    b = fit(load_table(df[w > 0]), CHINCHILLA)
+    assert a.values() == pytest.approx(b.values(), rel=1e-6)
+
+
+def test_farseer_is_fitted_like_any_law():
+    law = get_law("farseer")
+    assert law.can_allocate and law.n_free == 9 and "Li et al. 2025" in law.formula

@@ -194,7 +194,7 @@ def test_unreadable_sources(tmp_path):
         load_table(empty)
     txt = tmp_path / "runs.txt"
     txt.write_text("N,D,loss\n1,2,3\n")
-    with pytest.raises(ValueError, match=r"expected a .csv or .parquet file, got '.txt'"):
+    with pytest.raises(ValueError, match=r"expected .csv, .jsonl or .parquet, got '.txt'"):
         load_table(txt)
     with pytest.raises(FileNotFoundError, match="no such file"):
         load_table(tmp_path)  # a folder
@@ -284,3 +284,43 @@ def test_keep_and_bad_u():
     assert t.excluded == ((5, "U is 0, expected finite and > 0"),)
     assert list(t.frame["tag"]) == list("xyzxy")
     assert t.fingerprint != load_table(df.drop(columns="tag")).fingerprint
+
+
+def test_several_parameter_counts_and_moe_columns():
+    """A row carries active and total N and E: N is one kind, the others named columns the laws read."""
+    df = _runs()
+    df["experts"] = [1, 2, 4, 8, 16, 32]
+    df["N_all"] = df["N"] * df["experts"]
+    t = load_table(df, n_kind="active", columns={"E": "experts", "N_total": "N_all"})
+    assert list(t.frame["E"]) == [1, 2, 4, 8, 16, 32] and np.all(t.frame["N_total"] >= t.frame["N"])
+    assert "E carried from column 'experts'" in t.notes and t.n_kind == "active"
+    assert t.fingerprint != load_table(df, n_kind="active", columns={"E": "experts"}).fingerprint
+    # A column named exactly E (or U, G) is carried as it is; a bad value excludes the row with its reason.
+    df2 = df.rename(columns={"experts": "E"})
+    df2.loc[3, "E"] = np.nan
+    t2 = load_table(df2, n_kind="active")
+    assert t2.excluded == ((3, "E is NaN, expected finite and > 0"),) and "E" in t2.frame
+    with pytest.raises(ValueError, match=r"columns: E <- column 'nope' not found"):
+        load_table(df, columns={"E": "nope"})
+    with pytest.raises(ValueError, match="one of the table's own fields"):
+        load_table(df, columns={"N": "N_all"})
+
+
+def test_compressed_csv_of_clark_routing_with_column_options():
+    """Clark et al.'s file as published (datasets/routing_clark2022/curves.csv.gz), read with column options:
+    N active, a second count, E, and every evaluation of every run."""
+    from scalefit.fitting.datasets import data_dir
+
+    path = data_dir() / "routing_clark2022" / "curves.csv.gz"
+    t = load_table(path, n_col="dense_parameter_count", d_col="step", loss_col="loss_validation",
+                   run_col="hyper_id", n_kind="active", c_kind="6ND",
+                   columns={"E": "num_experts", "N_total": "total_parameter_count"}, keep=["router_type"],
+                   checkpoints="all")
+    assert len(t) + len(t.excluded) == 5799 and t.frame["run"].nunique() == 223
+    # Each run's evaluation at step 0 (D = 0), and a few evaluations without a loss, are excluded, each
+    # with its reason and the file.
+    why = [w for _, w in t.excluded]
+    assert sum(w.startswith("D is 0") for w in why) == 223 and all("curves.csv.gz" in w for w in why)
+    assert all(w.startswith(("D is 0", "loss is NaN")) for w in why)
+    assert set(t.frame["E"].unique()) >= {1.0, 64.0, 512.0}
+    assert np.all(t.frame["N_total"] >= t.frame["N"] - 1) and "D derived" not in " ".join(t.notes)

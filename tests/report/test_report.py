@@ -163,7 +163,7 @@ def synthetic_curves():
     for i, N in enumerate(1e7 * 1.5 ** np.arange(12)):
         for D in np.geomspace(1e8, 2e12, 60):
             rows.append((f"n{i}", N, D, 6 * N * D, float(chinchilla_loss(N, D))))
-    return load_table(pd.DataFrame(rows, columns=["run", "N", "D", "C", "loss"]))
+    return load_table(pd.DataFrame(rows, columns=["run", "N", "D", "C", "loss"]), checkpoints="all")
 
 
 def test_compare_with_training_curves_runs_approach_1():
@@ -225,3 +225,13 @@ def test_report_forecasts_budgets_in_the_runs_count_of_compute(tmp_path, is_blan
         assert abs(loss / optimum(C).loss.value - 1) > abs(loss / truth - 1)
     assert "Compute convention: budgets here are C as the runs count it (exact), C = D (6 N + " in md
     assert not s.disagreements
+
+
+def test_report_shows_the_ranking_and_nominal_against_empirical_coverage(synthetic_report):
+    s = synthetic_report  # law="auto", the default
+    md = s.markdown.read_text()
+    assert s.selection and "Law chosen by forecasting the runs' own future" in md
+    assert "| rank | candidate | CV mean \\|err\\| |" in md and "chosen" in md
+    assert "| nominal coverage | empirical coverage |" in md
+    assert [p for p, _ in s.backtest_coverage] == [0.8, 0.9, 0.95]
+    assert "calibrated on" in md and s.status == "converged"

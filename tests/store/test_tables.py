@@ -44,7 +44,7 @@ def _copy(store, tmp_path):
 
 def test_run_table_schema_and_conventions(store):
     df = runs.load(store)
-    assert list(df.columns) == list(runs.SCHEMA) and len(df) == 2
+    assert list(df.columns) == list(runs.RUN_TABLE) and len(df) == 2
     assert (df.status == "completed").all() and (df.sweep == "g").all() and (df.design == "grid").all()
     r = df.sort_values("D").iloc[0]
     assert r.D == 12800 and r.steps == 50 and r.N_total > r.N_non_embedding == r.N_active
@@ -77,7 +77,7 @@ def test_export_csv_and_parquet_round_trip(store, tmp_path):
     df = runs.load(store)
     pq = runs.export(store, tmp_path / "t.parquet")
     back = pd.read_parquet(pq)
-    assert list(back.columns) == list(runs.SCHEMA)
+    assert list(back.columns) == list(runs.RUN_TABLE)
     np.testing.assert_array_equal(back.final_eval_loss, df.final_eval_loss)
     assert cli.main(["runs", "export", str(store), str(tmp_path / "t.csv"), "--c-kind", "6ND"]) == 0
     csv = pd.read_csv(tmp_path / "t.csv")
@@ -123,7 +123,7 @@ def test_ingest_wandb_export_and_jsonl(tmp_path):
     wb.to_csv(tmp_path / "wandb.csv", index=False)
     df = runs.ingest(tmp_path / "wandb.csv", {"N_total": "params", "D": "tokens", "final_eval_loss": "val/loss"},
                      wandb=True)
-    assert list(df.columns) == list(runs.SCHEMA)
+    assert list(df.columns) == list(runs.RUN_TABLE)
     assert list(df.status) == ["completed", "crashed", "completed"] and list(df.wall_time) == [10, 20, 30]
     np.testing.assert_allclose(df.C, 6 * wb.params * wb.tokens)
     assert df.attrs["notes"] == ["C_6N computed as 6 * N_total * D"]
@@ -142,6 +142,29 @@ def test_ingest_wandb_export_and_jsonl(tmp_path):
     with pytest.raises(ValueError, match="cannot read"):
         (tmp_path / "bad.parquet").write_text("not parquet")
         runs.ingest(tmp_path / "bad.parquet", {})
+
+
+def test_fixture_store_of_an_earlier_trainer_loads():
+    # Files written by the trainer and sweep of commit 264cf7f (tests/data/run_store/README.md).
+    df = runs.load(Path(__file__).resolve().parents[1] / "data" / "run_store").set_index("run_id")
+    assert runs.SCHEMA is runs.RUN_TABLE and df.attrs["skipped"] == []
+    assert dict(df.status) == {"d16-l1-dda87f79fdbc": "completed", "d16-l1-fc2c9d05ebe9": "completed",
+                               "diverged": "diverged"}
+    moe, div = df.loc["d16-l1-dda87f79fdbc"], df.loc["diverged"]
+    assert moe.design == "moe" and moe.label == "d16-l1/moe2-top1" and moe.n_expert == 2
+    assert moe.N_active < moe.N_non_embedding and moe.D == 1280 and moe.steps == 10
+    assert div.sweep == "" and div.role == "run" and div.steps == 4 and np.isnan(div.final_train_loss)
+    cv = runs.load_curves(Path(__file__).resolve().parents[1] / "data" / "run_store")
+    assert len(cv) == 6 + 6 + 3 and list(cv.columns)[:3] == ["run_id", "step", "tokens"]
+
+
+def test_damaged_plan_keeps_the_run(store, tmp_path):
+    out = _copy(store, tmp_path)
+    rid = sorted(p.name for p in out.iterdir() if p.is_dir())[0]
+    (out / rid / "plan.json").write_text("{")
+    df = runs.load(out).set_index("run_id")
+    assert len(df) == 2 and df.loc[rid, "sweep"] == "" and df.loc[rid, "status"] == "completed"
+    assert dict(df.attrs["skipped"])[str(out / rid / "plan.json")].endswith("sweep columns left empty")
 
 
 def test_missing_store_is_an_error(tmp_path):

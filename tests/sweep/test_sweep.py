@@ -18,7 +18,8 @@ from scalefit.training import counting
 from scalefit.training import corpus as data
 
 from scalefit.store import tables as runs
-from scalefit.sweep.plan import SweepFileError, format_plan, plan_sweep, read_sweep_file
+from scalefit.sweep.checks import format_plan
+from scalefit.sweep.plan import SweepFileError, plan_sweep, read_sweep_file
 from scalefit.sweep.run import run_sweep
 from scalefit.training.loop import train_run
 
@@ -138,7 +139,7 @@ def grid_file(tmp_path_factory, corpus_dir):
 def unbroken(grid_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("unbroken")
     rep = run_sweep(grid_file, out, progress=False, log=lambda s: None)
-    assert len(rep["trained"]) == 4
+    assert len(rep.trained) == 4
     return out
 
 
@@ -163,13 +164,13 @@ def test_killed_sweep_resumes_without_retraining(grid_file, unbroken, tmp_path):
         time.sleep(0.02)
     assert partial is not None, "the sweep finished before it could be killed mid-run"
     assert runs.load(out).set_index("run_id").loc[partial, "status"] == "partial"
-    from scalefit.sweep.run import _checkpoint_step
+    from scalefit.training.checkpoint import checkpoint_step
 
-    ckpt_step = _checkpoint_step(out / partial)
+    ckpt_step = checkpoint_step(out / partial)
     assert ckpt_step > 0
     rep = run_sweep(grid_file, out, progress=False, log=lambda s: None)
-    assert set(rep["trained"]).isdisjoint(done_before)  # completed runs are skipped
-    assert rep["found"][partial] == "partial"
+    assert set(rep.trained).isdisjoint(done_before)  # completed runs are skipped
+    assert rep.found[partial] == "partial"
     for rid, mtime in done_before.items():
         assert (out / rid / "summary.json").stat().st_mtime_ns == mtime
     total = next(r.steps for r in plan.runs if r.spec.run_id == partial)
@@ -178,7 +179,7 @@ def test_killed_sweep_resumes_without_retraining(grid_file, unbroken, tmp_path):
     assert steps == sorted(set(steps))  # every logged step exactly once
     assert _table(out).equals(_table(unbroken))
     rep2 = run_sweep(grid_file, out, progress=False, log=lambda s: None)
-    assert rep2["trained"] == []
+    assert rep2.trained == ()
 
 
 def test_diverged_runs_are_retried_only_when_asked(grid_file, unbroken, tmp_path):
@@ -187,9 +188,9 @@ def test_diverged_runs_are_retried_only_when_asked(grid_file, unbroken, tmp_path
     rid = sorted(p.name for p in out.iterdir() if (p / "summary.json").exists())[0]
     s = json.loads((out / rid / "summary.json").read_text())
     (out / rid / "summary.json").write_text(json.dumps({**s, "status": "diverged"}))
-    assert run_sweep(grid_file, out, progress=False, log=lambda s: None)["trained"] == []
+    assert run_sweep(grid_file, out, progress=False, log=lambda s: None).trained == ()
     rep = run_sweep(grid_file, out, progress=False, log=lambda s: None, retry_diverged=True)
-    assert rep["trained"] == [rid] and (out / f"{rid}.diverged-1").is_dir()
+    assert rep.trained == (rid,) and (out / f"{rid}.diverged-1").is_dir()
     assert _table(out).equals(_table(unbroken))
 
 
@@ -198,7 +199,7 @@ def test_ray_executor_matches_local(grid_file, unbroken, tmp_path):
     pytest.importorskip("ray")
     out = tmp_path / "ray"
     rep = run_sweep(grid_file, out, executor="ray", progress=False, log=lambda s: None)
-    assert len(rep["trained"]) == 4
+    assert len(rep.trained) == 4
     a, b = _table(out), _table(unbroken)
     assert a[["run_id", "status", "N_total", "D", "C_exact", "steps"]].equals(
         b[["run_id", "status", "N_total", "D", "C_exact", "steps"]])
@@ -226,9 +227,9 @@ def test_wsd_ladder_branches_equal_independent_runs(tmp_path, corpus_dir):
     last = branches[-1]
     alone = train_run(last.spec, tmp_path / "alone")
     got = df.loc[last.spec.run_id]
-    assert got.D == alone["tokens"] == 81920 and got.steps == 320
-    assert got.final_eval_loss == pytest.approx(alone["final_eval_loss"], rel=1e-5)
-    assert got.final_train_loss == pytest.approx(alone["final_train_loss"], rel=1e-5)
+    assert got.D == alone.tokens == 81920 and got.steps == 320
+    assert got.final_eval_loss == pytest.approx(alone.final_eval_loss, rel=1e-5)
+    assert got.final_train_loss == pytest.approx(alone.final_train_loss, rel=1e-5)
     assert got.wall_time_own < got.wall_time
 
 

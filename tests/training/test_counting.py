@@ -23,7 +23,7 @@ CONFIGS = {
 
 def _leaf_sizes(cfg):
     """Parameter sizes read off the initialised pytree: (total, embedding, expert MLP weights)."""
-    params = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
+    params = jax.eval_shape(lambda: init_params(cfg, key=jax.random.PRNGKey(0)))
     total = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
     embedding = sum(int(np.prod(params[k].shape)) for k in ("embed", "unembed") if k in params)
     experts = sum(int(np.prod(layer[k].shape)) for layer in params["layers"] for k in ("w_gate", "w_up", "w_down"))
@@ -69,7 +69,7 @@ def test_six_n_and_attention_conventions():
 
 def _xla_train_flops(cfg, batch, t):
     tokens = jnp.zeros((batch, t), jnp.int32)
-    params = init_params(cfg, jax.random.PRNGKey(0))
+    params = init_params(cfg, key=jax.random.PRNGKey(0))
     grad = jax.jit(jax.grad(loss_fn, has_aux=True), static_argnums=3)
     cost = grad.lower(params, tokens, tokens, cfg).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost

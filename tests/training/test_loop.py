@@ -1,5 +1,6 @@
 """Training loop, run directory, checkpoint/resume, divergence, budgets and schedules."""
 
+import dataclasses
 import json
 import math
 import os
@@ -24,7 +25,7 @@ from scalefit.training import corpus as data
 from scalefit.training import model
 
 from scalefit.training import loop as train
-from scalefit.training.checkpoint import read_metrics
+from scalefit.store.folder import read_metrics
 from scalefit.training.config import ModelConfig, RunSpec, TrainConfig, get_preset
 from scalefit.training.optim import cosine_schedule, lr_table, make_optimizer, make_schedule, wsd_schedule
 
@@ -66,11 +67,11 @@ def unbroken(small_corpus, tmp_path_factory):
 
 
 def _steps(path):
-    return [r["step"] for r in read_metrics(path / "metrics.jsonl")]
+    return [r.step for r in read_metrics(path / "metrics.jsonl")]
 
 
 def _without_wall(records):
-    return [{k: v for k, v in r.items() if k != "wall_time"} for r in records]
+    return [dataclasses.replace(r, wall_time=None) for r in records]
 
 
 def test_short_run_on_default_corpus_learns(tmp_path):
@@ -78,19 +79,19 @@ def test_short_run_on_default_corpus_learns(tmp_path):
     tcfg = TrainConfig(batch_size=16, lr=1e-2, tokens=150 * 16 * 64, log_every=5, n_evals=5,
                        eval_batches=4, checkpoint_every=1000)
     s = train.train(mcfg, tcfg, tmp_path / "run", progress=False)
-    assert s["status"] == "completed" and s["steps"] == 150 and s["tokens"] == 150 * 16 * 64
-    assert s["final_eval_loss"] < 3.6 < math.log(256)  # log(256) = 5.545: uniform over bytes
+    assert s.status == "completed" and s.steps == 150 and s.tokens == 150 * 16 * 64
+    assert s.final_eval_loss < 3.6 < math.log(256)  # log(256) = 5.545: uniform over bytes
     recs = read_metrics(tmp_path / "run" / "metrics.jsonl")
-    evals = [r["eval_loss"] for r in recs if r["eval_loss"] is not None]
-    assert evals[0] > 5.0 and evals[-1] == s["final_eval_loss"]
+    evals = [r.eval_loss for r in recs if r.eval_loss is not None]
+    assert evals[0] > 5.0 and evals[-1] == s.final_eval_loss
     spec = json.loads((tmp_path / "run" / "spec.json").read_text())
     assert spec["corpus"]["source"].startswith("stdlib:")
-    assert spec["corpus"]["fingerprint"] == s["corpus_fingerprint"]
+    assert spec["corpus"]["fingerprint"] == s.corpus_fingerprint
     fpt = counting.flops_per_token(mcfg)
     assert spec["flops_per_token"] == {"six_n": fpt.six_n, "exact": fpt.exact}
     assert spec["params"]["total"] == counting.param_counts(mcfg).total
-    assert s["flops_exact"] == pytest.approx(fpt.exact * s["tokens"])
-    assert s["flops_6N"] == pytest.approx(fpt.six_n * s["tokens"])
+    assert s.flops_exact == pytest.approx(fpt.exact * s.tokens)
+    assert s.flops_6N == pytest.approx(fpt.six_n * s.tokens)
 
 
 def test_run_dir_format(unbroken):
@@ -98,15 +99,15 @@ def test_run_dir_format(unbroken):
     assert sorted(p.name for p in out.iterdir()) == [".lock", "ckpt", "metrics.jsonl", "spec.json",
                                                      "summary.json"]
     recs = read_metrics(out / "metrics.jsonl")
-    assert [r["step"] for r in recs] == list(range(1, 41))
+    assert [r.step for r in recs] == list(range(1, 41))
     r = recs[-1]
-    assert set(r) == {"step", "tokens", "flops_6N", "flops_exact", "train_loss", "eval_loss", "lr",
+    assert set(r.to_dict()) == {"step", "tokens", "flops_6N", "flops_exact", "train_loss", "eval_loss", "lr",
                       "grad_norm", "wall_time"}
-    assert r["tokens"] == 40 * STEP_TOKENS and r["eval_loss"] == s["final_eval_loss"]
-    eval_steps = [r["step"] for r in recs if r["eval_loss"] is not None]
+    assert r.tokens == 40 * STEP_TOKENS and r.eval_loss == s.final_eval_loss
+    eval_steps = [r.step for r in recs if r.eval_loss is not None]
     assert eval_steps == sorted(train.eval_schedule(40, 4)) == [1, 3, 12, 40]
-    assert all(b["wall_time"] >= a["wall_time"] for a, b in zip(recs, recs[1:]))
-    assert s["status"] == "completed" and s["diverged_at_step"] is None and s["steps"] == 40
+    assert all(b.wall_time >= a.wall_time for a, b in zip(recs, recs[1:]))
+    assert s.status == "completed" and s.diverged_at_step is None and s.steps == 40
 
 
 def test_same_seed_same_metrics(unbroken, small_corpus, tmp_path):
@@ -114,9 +115,9 @@ def test_same_seed_same_metrics(unbroken, small_corpus, tmp_path):
     s2 = train.train(TINY, _cfg(), tmp_path / "again", corpus=small_corpus, progress=False)
     assert _without_wall(read_metrics(tmp_path / "again" / "metrics.jsonl")) == \
         _without_wall(read_metrics(out / "metrics.jsonl"))
-    assert s2["final_eval_loss"] == s["final_eval_loss"]
+    assert s2.final_eval_loss == s.final_eval_loss
     s3 = train.train(TINY, _cfg(seed=1), tmp_path / "seed1", corpus=small_corpus, progress=False)
-    assert s3["final_train_loss"] != s["final_train_loss"]
+    assert s3.final_train_loss != s.final_train_loss
 
 
 class _Stop(Exception):
@@ -125,7 +126,7 @@ class _Stop(Exception):
 
 def _stop_at(step):
     def hook(rec):
-        if rec["step"] == step:
+        if rec.step == step:
             raise _Stop
 
     return hook
@@ -142,11 +143,11 @@ def test_interrupted_run_resumes_to_the_same_result(unbroken, small_corpus, tmp_
         f.write('{"step": 26, "tokens": 66')
     s = train.train(TINY, _cfg(), out, corpus=small_corpus, progress=False)
     assert _steps(out) == list(range(1, 41))  # resumed from step 20: none missing, none twice
-    assert abs(s["final_train_loss"] - ref["final_train_loss"]) < 1e-5
-    assert abs(s["final_eval_loss"] - ref["final_eval_loss"]) < 1e-5
+    assert abs(s.final_train_loss - ref.final_train_loss) < 1e-5
+    assert abs(s.final_eval_loss - ref.final_eval_loss) < 1e-5
     for a, b in zip(read_metrics(out / "metrics.jsonl"), read_metrics(ref_dir / "metrics.jsonl")):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
-        assert a["lr"] == b["lr"] and a["tokens"] == b["tokens"]
+        assert a.train_loss == pytest.approx(b.train_loss, abs=1e-5)
+        assert a.lr == b.lr and a.tokens == b.tokens
 
 
 def test_finished_run_is_not_retrained(unbroken, small_corpus):
@@ -166,7 +167,10 @@ def test_run_spec_round_trip_and_train_run(unbroken, small_corpus_dir):
     out, s = unbroken
     spec = RunSpec(run_id=out.name, model=TINY, train=_cfg(), corpus=str(small_corpus_dir))
     assert RunSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert spec.to_dict() == {**dataclasses.asdict(spec), "corpus": str(small_corpus_dir)}
     assert train.train_run(spec, out.parent) == s  # finished: returned without training
+    on_disk = json.loads((out / "spec.json").read_text())  # spec.json's configs are RunSpec.to_dict()'s
+    assert {k: on_disk[k] for k in ("model", "train")} == {k: spec.to_dict()[k] for k in ("model", "train")}
     with pytest.raises(ValueError, match="plain folder name"):
         RunSpec(run_id="a/b", model=TINY, train=_cfg())
 
@@ -176,7 +180,7 @@ def test_killed_after_last_checkpoint_writes_summary(unbroken, small_corpus, tmp
     shutil.copytree(unbroken[0], out)
     (out / "summary.json").unlink()
     s = train.train(TINY, _cfg(), out, corpus=small_corpus, progress=False)
-    assert s == {**unbroken[1], "wall_time": s["wall_time"]}
+    assert s == dataclasses.replace(unbroken[1], wall_time=s.wall_time)
     assert _steps(out) == list(range(1, 41))
 
 
@@ -204,27 +208,27 @@ def test_run_folder_in_use_is_refused(small_corpus, tmp_path):
         holder.kill()
         holder.wait()
         holder.stdout.close()
-    assert train.train(TINY, _cfg(), out, corpus=small_corpus, progress=False)["status"] == "completed"
+    assert train.train(TINY, _cfg(), out, corpus=small_corpus, progress=False).status == "completed"
 
 
 def test_bf16_matmuls_train(small_corpus, tmp_path):
     s32 = train.train(TINY, _cfg(steps=8, n_evals=2), tmp_path / "f32", corpus=small_corpus, progress=False)
     s16 = train.train(TINY.with_overrides(compute_dtype="bfloat16"), _cfg(steps=8, n_evals=2),
                       tmp_path / "bf16", corpus=small_corpus, progress=False)
-    assert s16["status"] == "completed"
-    assert s16["final_eval_loss"] != s32["final_eval_loss"]  # bf16 inputs really were used
-    assert abs(s16["final_eval_loss"] - s32["final_eval_loss"]) < 0.05
+    assert s16.status == "completed"
+    assert s16.final_eval_loss != s32.final_eval_loss  # bf16 inputs really were used
+    assert abs(s16.final_eval_loss - s32.final_eval_loss) < 0.05
 
 
 def test_divergence_is_recorded_not_raised(small_corpus, tmp_path):
     out = tmp_path / "div"
     s = train.train(TINY, _cfg(lr=1e6, grad_clip=0.0, warmup_steps=0), out, corpus=small_corpus,
                     progress=False)
-    assert s["status"] == "diverged"
-    assert 1 <= s["diverged_at_step"] < 40 and s["steps"] == s["diverged_at_step"]
+    assert s.status == "diverged"
+    assert 1 <= s.diverged_at_step < 40 and s.steps == s.diverged_at_step
     last = read_metrics(out / "metrics.jsonl")[-1]
-    assert last["step"] == s["diverged_at_step"] and last["train_loss"] is None
-    assert all(r["train_loss"] is not None for r in read_metrics(out / "metrics.jsonl")[:-1])
+    assert last.step == s.diverged_at_step and last.train_loss is None
+    assert all(r.train_loss is not None for r in read_metrics(out / "metrics.jsonl")[:-1])
     # The summary is final: a second call returns it without training.
     assert train.train(TINY, _cfg(lr=1e6, grad_clip=0.0, warmup_steps=0), out, corpus=small_corpus,
                        progress=False) == s
@@ -233,22 +237,22 @@ def test_divergence_is_recorded_not_raised(small_corpus, tmp_path):
 def test_moe_run_logs_expert_load(small_corpus, tmp_path):
     s = train.train(TINY_MOE, _cfg(steps=6, n_evals=2), tmp_path / "moe", corpus=small_corpus,
                     progress=False)
-    assert s["status"] == "completed" and s["params"]["active"] < s["params"]["non_embedding"]
+    assert s.status == "completed" and s.params.active < s.params.non_embedding
     r = read_metrics(tmp_path / "moe" / "metrics.jsonl")[-1]
-    load = np.array(r["expert_load"])
+    load = np.array(r.moe.expert_load)
     assert load.shape == (1, 4) and load.sum() == pytest.approx(1.0, abs=1e-4)
-    assert r["aux_loss"] > 0 and r["dropped_frac"] == 0.0  # dropless routing
+    assert r.moe.aux_loss > 0 and r.moe.dropped_frac == 0.0  # dropless routing
 
 
 def test_flop_budget_sets_the_steps(small_corpus, tmp_path):
     fpt = counting.flops_per_token(TINY)
     cfg = _cfg(tokens=None, flops=7.5 * fpt.exact * STEP_TOKENS)
-    assert train.total_steps(TINY, cfg) == 7
+    assert counting.total_steps(TINY, cfg) == 7
     cfg6 = cfg.with_overrides(flops_convention="6N")
-    assert train.total_steps(TINY, cfg6) == int(7.5 * fpt.exact / fpt.six_n)
+    assert counting.total_steps(TINY, cfg6) == int(7.5 * fpt.exact / fpt.six_n)
     s = train.train(TINY, cfg.with_overrides(n_evals=2), tmp_path / "f", corpus=small_corpus,
                     progress=False)
-    assert s["steps"] == 7 and s["flops_exact"] <= cfg.flops
+    assert s.steps == 7 and s.flops_exact <= cfg.flops
 
 
 def test_bad_inputs_fail_before_compiling(tmp_path):
@@ -322,12 +326,12 @@ def test_budgets_share_one_compiled_train_step(small_corpus, tmp_path, monkeypat
     assert len(traces) == 2  # the train step and the evaluation
     b = train.train(TINY, _cfg(steps=21, schedule="wsd", warmup_steps=3), tmp_path / "b",
                     corpus=small_corpus, progress=False)
-    assert (a["steps"], b["steps"]) == (12, 21)
+    assert (a.steps, b.steps) == (12, 21)
     assert len(traces) == 2
     step = train.make_train_step(TINY, make_optimizer(_cfg(steps=99)))
     assert step._cache_size() == 1
     # The logged rates are still each run's own schedule.
-    lrs = [r["lr"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")]
+    lrs = [r.lr for r in read_metrics(tmp_path / "b" / "metrics.jsonl")]
     np.testing.assert_array_equal(lrs, lr_table(_cfg(steps=21, schedule="wsd", warmup_steps=3), 21))
     # A different optimizer hyperparameter is a different graph: a new step function.
     assert train.make_train_step(TINY, make_optimizer(_cfg(beta2=0.99))) is not step
@@ -396,8 +400,8 @@ def test_killed_process_resumes_without_gaps(small_corpus_dir, tmp_path):
     s = train.train(TINY, tcfg, out, corpus=corpus, progress=False)
     ref = train.train(TINY, tcfg, tmp_path / "ref", corpus=corpus, progress=False)
     assert _steps(out) == list(range(1, 61))
-    assert abs(s["final_eval_loss"] - ref["final_eval_loss"]) < 1e-5
-    assert abs(s["final_train_loss"] - ref["final_train_loss"]) < 1e-5
+    assert abs(s.final_eval_loss - ref.final_eval_loss) < 1e-5
+    assert abs(s.final_train_loss - ref.final_train_loss) < 1e-5
 
 
 def test_cli_train(small_corpus_dir, tmp_path, capsys):
@@ -419,4 +423,4 @@ def test_damaged_metrics_line_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="metrics.jsonl: line 2 is not valid JSON"):
         read_metrics(p)
     p.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "tok')  # cut mid-write by a kill
-    assert [r["step"] for r in read_metrics(p)] == [1, 2]
+    assert [r.step for r in read_metrics(p)] == [1, 2]

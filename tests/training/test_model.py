@@ -27,7 +27,7 @@ def _tokens(seed=1, shape=(B, T)):
 def test_memorises_one_batch(cfg):
     tokens = _tokens(seed=2, shape=(4, T + 1))
     x, y = tokens[:, :-1], tokens[:, 1:]
-    params = init_params(cfg, jax.random.PRNGKey(0))
+    params = init_params(cfg, key=jax.random.PRNGKey(0))
     opt = optax.adam(1e-2)
     state = opt.init(params)
 
@@ -60,7 +60,7 @@ def _moe_from_dense(dense_params, moe_cfg, key):
 @pytest.mark.parametrize("capacity_factor", [None, 2.0], ids=["dropless", "capacity-no-drops"])
 def test_identical_experts_equal_dense(capacity_factor):
     moe_cfg = dataclasses.replace(MOE, capacity_factor=capacity_factor)  # cf = E/k: nothing dropped
-    dense_params = init_params(CFG, jax.random.PRNGKey(0))
+    dense_params = init_params(CFG, key=jax.random.PRNGKey(0))
     moe_params = _moe_from_dense(dense_params, moe_cfg, jax.random.PRNGKey(5))
     tokens = _tokens()
     dense_logits, _ = forward(dense_params, tokens, CFG)
@@ -122,7 +122,7 @@ def _reference_forward(params, tokens, cfg):
 def test_attention_matches_repeated_kv_reference(n_kv_head, tied, t):
     # t = 150 runs the blocked causal path with a ragged last block (64 + 64 + 22 query rows).
     cfg = dataclasses.replace(CFG, n_kv_head=n_kv_head, tie_embeddings=tied, seq_len=max(t, T))
-    params = init_params(cfg, jax.random.PRNGKey(3))
+    params = init_params(cfg, key=jax.random.PRNGKey(3))
     tokens = _tokens(shape=(2, t))
     logits, _ = forward(params, tokens, cfg)
     np.testing.assert_allclose(logits, _reference_forward(params, tokens, cfg), atol=1e-4, rtol=1e-4)
@@ -132,7 +132,7 @@ def test_gqa_with_all_heads_equals_mha_with_repeated_kv():
     """A GQA model's K/V projections, repeated per query group, give an MHA model with equal logits."""
     gqa = dataclasses.replace(CFG, n_kv_head=1)
     mha = dataclasses.replace(CFG, n_kv_head=CFG.n_head)
-    params = init_params(gqa, jax.random.PRNGKey(4))
+    params = init_params(gqa, key=jax.random.PRNGKey(4))
     layers = [{**layer, "wk": jnp.tile(layer["wk"], (1, CFG.n_head)),  # [d, hd] -> [d, H * hd]
                "wv": jnp.tile(layer["wv"], (1, CFG.n_head))} for layer in params["layers"]]
     tokens = _tokens()
@@ -141,7 +141,7 @@ def test_gqa_with_all_heads_equals_mha_with_repeated_kv():
 
 
 def _moe_layer(cfg, seed=0):
-    return init_params(cfg, jax.random.PRNGKey(seed))["layers"][0]
+    return init_params(cfg, key=jax.random.PRNGKey(seed))["layers"][0]
 
 
 def test_load_balancing_loss_is_one_for_uniform_router_and_large_when_collapsed():
@@ -177,7 +177,8 @@ def _reference_moe(layer, x, cfg):
             used[ex] += 1
             gate, up = x[i] @ layer["w_gate"][ex], x[i] @ layer["w_up"][ex]
             y = (gate / (1 + np.exp(-gate)) * up) @ layer["w_down"][ex]
-            out[i] += probs[i, ex] / probs[i, top[i]].sum() * y
+            weight = probs[i, ex] if k == 1 else probs[i, ex] / probs[i, top[i]].sum()  # Switch gate at k = 1
+            out[i] += weight * y
     return out, dropped / (n * k)
 
 
@@ -202,9 +203,27 @@ def test_moe_dispatch_matches_token_by_token_reference(capacity_factor):
         assert ref_dropped > (0.5 if capacity_factor < 1 else 0.0)
 
 
+@pytest.mark.parametrize("k", [1, 2])
+def test_moe_dispatch_matches_reference_at_each_top_k(k):
+    cfg = dataclasses.replace(MOE, top_k=k)
+    layer = _moe_layer(cfg, seed=3)
+    x = jax.random.normal(jax.random.PRNGKey(4), (24, cfg.d_model))
+    np.testing.assert_allclose(moe_mlp(layer, x, cfg)[0], _reference_moe(layer, x, cfg)[0], atol=1e-4, rtol=1e-4)
+
+
+def test_top1_router_learns_from_the_loss():
+    # Renormalising one gate over itself gives exactly 1: the router would get no gradient from the loss.
+    cfg = dataclasses.replace(MOE, top_k=1, aux_loss_coef=0.0)
+    params = init_params(cfg, key=jax.random.PRNGKey(0))
+    tokens = _tokens(seed=5, shape=(2, T + 1))
+    grads = jax.grad(lambda p: loss_fn(p, tokens[:, :-1], tokens[:, 1:], cfg)[0])(params)
+    router = [layer["router"] for layer in grads["layers"]]  # [d, E] per layer
+    assert len(router) == cfg.n_layer and all(float(jnp.abs(r).max()) > 1e-5 for r in router)
+
+
 def test_model_reports_dropped_fraction_per_layer_mean():
     cfg = dataclasses.replace(MOE, capacity_factor=0.25)
-    _, aux = forward(init_params(cfg, jax.random.PRNGKey(0)), _tokens(), cfg)
+    _, aux = forward(init_params(cfg, key=jax.random.PRNGKey(0)), _tokens(), cfg)
     assert aux["expert_load"].shape == (cfg.n_layer, cfg.n_expert)
     np.testing.assert_allclose(jnp.sum(aux["expert_load"], axis=1), 1.0, rtol=1e-6)
     assert 0.5 < float(aux["dropped_frac"]) < 1.0  # capacity holds 1/4 of the assignments
@@ -212,7 +231,7 @@ def test_model_reports_dropped_fraction_per_layer_mean():
 
 @pytest.mark.parametrize("cfg", [CFG, MOE], ids=["dense", "moe"])
 def test_causal(cfg):
-    params = init_params(cfg, jax.random.PRNGKey(0))
+    params = init_params(cfg, key=jax.random.PRNGKey(0))
     tokens = _tokens()
     j = 9
     changed = tokens.at[:, j].set((tokens[:, j] + 1) % cfg.vocab_size)
@@ -223,7 +242,7 @@ def test_causal(cfg):
 
 
 def test_shorter_sequences_and_too_long_rejected():
-    params = init_params(CFG, jax.random.PRNGKey(0))
+    params = init_params(CFG, key=jax.random.PRNGKey(0))
     logits, _ = forward(params, _tokens(shape=(2, 5)), CFG)
     assert logits.shape == (2, 5, CFG.vocab_size) and logits.dtype == jnp.float32
     with pytest.raises(ValueError, match="exceeds the model's seq_len=16"):
@@ -232,7 +251,7 @@ def test_shorter_sequences_and_too_long_rejected():
 
 def test_bfloat16_compute_is_close_to_float32():
     bf16 = dataclasses.replace(CFG, compute_dtype="bfloat16")
-    params = init_params(CFG, jax.random.PRNGKey(0))
+    params = init_params(CFG, key=jax.random.PRNGKey(0))
     tokens = _tokens()
     ce32 = loss_fn(params, tokens, tokens, CFG)[1]["ce"]
     ce16 = loss_fn(params, tokens, tokens, bf16)[1]["ce"]
@@ -254,7 +273,7 @@ def test_bad_configs_raise_before_compile(change, message):
 
     def traced(cfg):
         traces.append(cfg)
-        return init_params(cfg, jax.random.PRNGKey(0))
+        return init_params(cfg, key=jax.random.PRNGKey(0))
 
     with pytest.raises(ValueError, match=message):
         traced(dataclasses.replace(CFG, **change))
@@ -275,7 +294,7 @@ def test_jit_compiles_once_for_equal_configs_and_shapes():
         return loss_fn(params, tokens, tokens, cfg)[0]
 
     fn = jax.jit(counted_loss, static_argnums=2)
-    params = init_params(CFG, jax.random.PRNGKey(0))
+    params = init_params(CFG, key=jax.random.PRNGKey(0))
     fn(params, _tokens(1), CFG)
     fn(params, _tokens(2), dataclasses.replace(CFG))  # equal but distinct config object
     assert len(traces) == 1
@@ -286,15 +305,15 @@ def test_jit_compiles_once_for_equal_configs_and_shapes():
 def test_init_compiles_once_per_config_and_matches_op_by_op():
     cfg = dataclasses.replace(MOE, d_ff=48)  # a shape no other test initialises
     before = model._init_params._cache_size()
-    a = init_params(cfg, jax.random.PRNGKey(0))
-    b = init_params(cfg, jax.random.PRNGKey(1))
+    a = init_params(cfg, key=jax.random.PRNGKey(0))
+    b = init_params(cfg, key=jax.random.PRNGKey(1))
     assert model._init_params._cache_size() == before + 1  # the second seed reuses the program
-    again = init_params(cfg, jax.random.PRNGKey(0))
+    again = init_params(cfg, key=jax.random.PRNGKey(0))
     assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(again)))
     assert not np.array_equal(a["embed"], b["embed"])
     # Compiling the init as one program keeps every value bit for bit.
     with jax.disable_jit():
-        eager = init_params(cfg, jax.random.PRNGKey(0))
+        eager = init_params(cfg, key=jax.random.PRNGKey(0))
     assert jax.tree.structure(eager) == jax.tree.structure(a)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(eager)):
         np.testing.assert_array_equal(x, y)

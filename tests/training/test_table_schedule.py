@@ -46,13 +46,13 @@ def test_a_table_run_records_its_schedule_exactly_and_resumes(tmp_path):
     out = tmp_path / "run"
     cfg = _cfg()
     def kill_at_15(rec):
-        if rec["step"] == 15:
+        if rec.step == 15:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         loop.train(TINY, cfg, out, progress=False, on_step=kill_at_15)
     s = loop.train(TINY, cfg, out, progress=False)  # resumes: the spec.json (lists) matches the config (tuples)
-    assert s["status"] == "completed" and s["steps"] == 40
+    assert s.status == "completed" and s.steps == 40
     spec = json.loads((out / "spec.json").read_text())
     assert spec["train"]["schedule_table"] == [list(k) for k in KNOTS]
     np.testing.assert_array_equal(from_run_spec(spec).rates, lr_table(cfg, 40).astype(np.float64))

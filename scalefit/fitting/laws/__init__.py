@@ -14,7 +14,9 @@ from scalefit.fitting.laws.base import Law, lse, product, safe_log
 from scalefit.fitting.laws.chinchilla import CHINCHILLA
 from scalefit.fitting.laws.constrained import DATA_CONSTRAINED
 from scalefit.fitting.laws.curves import MULTIPOWER, POWER_STEPS, TISSUE, CurveLaw
+from scalefit.fitting.laws.farseer import FARSEER
 from scalefit.fitting.laws.joint import joint
+from scalefit.fitting.laws.moe import CLARK, CLARK_E, FINE_GRAINED, JOINT, MOE_LAWS
 from scalefit.fitting.laws.power import KAPLAN_ND, kaplan, saturating_power
 
 LAWS: dict[str, Law] = {
@@ -23,11 +25,15 @@ LAWS: dict[str, Law] = {
         CHINCHILLA,
         KAPLAN_ND,
         DATA_CONSTRAINED,
+        FARSEER,
         *(kaplan(v) for v in ("N", "D", "C")),
         *(kaplan(v, irreducible=True) for v in ("N", "D", "C")),
         *(saturating_power(v) for v in ("N", "D", "C")),
+        *MOE_LAWS,
     ]
 }
+# Chinchilla with tied exponents (alpha = beta, i.e. a = 0.5): the same object as "chinchilla[a=0.5]".
+LAWS["chinchilla_tied"] = CHINCHILLA.with_fixed(a=0.5)
 
 # Laws of loss curves under a schedule, by name. The joint multi-power law varies L0 in the Chinchilla
 # form E + A_N (N/1e8)^-alpha_N and the loss-drop amplitude B as a power of N (three sizes or more).
@@ -85,4 +91,5 @@ def get_curve_law(name: str | CurveLaw) -> CurveLaw:
 
 
 __all__ = ["CURVE_LAWS", "CurveLaw", "LAWS", "Law", "get_curve_law", "get_law", "split_pins", "joint", "lse",
-           "product", "safe_log", "CHINCHILLA", "DATA_CONSTRAINED", "KAPLAN_ND", "kaplan", "saturating_power"]
+           "product", "safe_log", "CHINCHILLA", "DATA_CONSTRAINED", "FARSEER", "KAPLAN_ND", "kaplan",
+           "saturating_power", "CLARK", "CLARK_E", "JOINT", "FINE_GRAINED", "MOE_LAWS"]

@@ -21,6 +21,8 @@ import numpy as np
 
 # Inputs a compute budget C is split into; every other input of a law in them is a condition.
 BUDGET_INPUTS = ("N", "D")
+# A `Law.collapse` parameter below this share of the smallest observed loss has collapsed to 0.
+COLLAPSE_RTOL = 1e-2
 
 
 def lse(*terms):
@@ -78,6 +80,19 @@ class Law:
     fixed: tuple[tuple[str, float], ...] = ()
     # The law the pins were applied to (None for a law that pins nothing).
     origin: Law | None = field(default=None, repr=False)
+    # Which parameters N counts in the law's published form ("active" for the MoE laws: what one token
+    # uses); a fit refuses a table whose N is another kind. None: any kind, read as the table's own.
+    n_kind: str | None = None
+    # This law as an affine restriction of another: (base law, M [P_base, P], c [P_base]) with
+    # theta_base = M theta + c. The solver then runs the base law's compiled code (pins and tied
+    # exponents share one compilation); None: the law is its own base.
+    affine: tuple | None = field(default=None, repr=False, compare=False, hash=False)
+    # {derived name: value} -> the reparametrised law in which those derived quantities are held (e.g.
+    # Chinchilla's a = beta/(alpha+beta) = 0.5 is beta = alpha); None: no derived quantity can be pinned.
+    pin_derived: Callable | None = field(default=None, repr=False)
+    # Reported parameters whose fall to ~0 (below COLLAPSE_RTOL x the smallest observed loss) means a
+    # term of the law vanished: a degenerate fit (the irreducible loss E of the saturating forms).
+    collapse: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return self.name
@@ -134,6 +149,15 @@ class Law:
                          for c in self.inputs])  # [n_inputs, B, n]
         return np.exp(_evaluate(self, True, theta, logx)).reshape(shape)
 
+    def log_loss_many(self, theta: np.ndarray, logx: np.ndarray) -> np.ndarray:
+        """log L for each row of fit-space parameters `theta` [B, P] at log inputs `logx` [n_inputs, n]: [B, n]."""
+        return _evaluate(self, False, np.atleast_2d(np.asarray(theta, float)), np.asarray(logx, float))
+
+    def jacobian(self, theta: np.ndarray, logx: np.ndarray) -> np.ndarray:
+        """d log L / d theta at fit-space `theta` [P] for log inputs `logx` [n_inputs, n]: [n, P], float64."""
+        with jax.enable_x64(True):
+            return np.asarray(_jacobian(self)(jnp.asarray(theta, jnp.float64), jnp.asarray(logx, jnp.float64)))
+
     def _thetas(self, params) -> np.ndarray:
         return np.stack([self.from_params(p) for p in np.atleast_2d(np.asarray(params, float))])
 
@@ -147,8 +171,17 @@ class Law:
 
     def with_fixed(self, **values: float) -> Law:
         """This law with some reported parameters held at `values` (e.g. E=1.6): the fit estimates the
-        rest. The same request returns the same object, so jit reuses its compilation."""
+        rest. A derived quantity the law can pin (`pin_derived`, e.g. Chinchilla's a=0.5: N_opt ~ C^0.5)
+        reparametrises the law instead. The same request returns the same object, so jit reuses its
+        compilation."""
         return _with_fixed(self, tuple(sorted((k, float(v)) for k, v in values.items())))
+
+    @property
+    def solver_form(self) -> tuple[Law, np.ndarray, np.ndarray]:
+        """(base law, M [P_base, P], c [P_base]) with theta_base = M theta + c: what the solver compiles."""
+        if self.affine is None:
+            return self, np.eye(self.n_free), np.zeros(self.n_free)
+        return self.affine
 
 
 @functools.lru_cache(maxsize=256)
@@ -156,6 +189,11 @@ def _compiled(law: Law, paired: bool):
     """The law's log-prediction vmapped over parameter rows (and, `paired`, over input rows), jitted
     once per law: a plan's search calls it thousands of times, and eager dispatch would dominate."""
     return jax.jit(jax.vmap(law.log_loss, in_axes=(0, 1 if paired else None)))
+
+
+@functools.lru_cache(maxsize=256)
+def _jacobian(law: Law):
+    return jax.jit(jax.jacfwd(law.log_loss))
 
 
 def _evaluate(law: Law, paired: bool, theta: np.ndarray, logx: np.ndarray) -> np.ndarray:
@@ -170,28 +208,51 @@ def _with_fixed(base: Law, pairs: tuple[tuple[str, float], ...]) -> Law:
     if not pairs:
         return base
     values = dict(pairs)
-    unknown = [k for k in values if k not in base.param_names]
-    if unknown:
-        raise ValueError(f"law {base.name} has no parameter {unknown[0]!r} to fix; its parameters are "
-                         f"{', '.join(base.param_names)}")
+    derived = {k: v for k, v in values.items() if k not in base.param_names}
+    if derived:
+        if base.pin_derived is None:
+            raise ValueError(f"law {base.name} has no parameter {next(iter(derived))!r} to fix; its parameters "
+                             f"are {', '.join(base.param_names)}")
+        inner = base.pin_derived(derived)  # the reparametrised law, pinning nothing yet
+        rest = {k: v for k, v in values.items() if k not in derived}
+        law = _pin(inner, rest) if rest else inner
+        label = ", ".join(f"{k}={v:g}" for k, v in sorted(values.items()))
+        return replace(law, name=f"{base.name}[{label}]", formula=f"{base.formula} with {label} fixed",
+                       fixed=tuple(sorted(values.items())), origin=base, param_theta=None)
+    return _pin(base, values)
+
+
+def _pin(base: Law, values: dict) -> Law:
+    """`base` with reported parameters `values` held: the free theta coordinates are the rest."""
     if base.param_theta is None:
         raise ValueError(f"law {base.name} does not say which fit coordinate each parameter is, so none "
                          "can be fixed (give it param_theta)")
+    for k in values:
+        if k not in base.param_names:
+            raise ValueError(f"law {base.name} has no parameter {k!r} to fix; its parameters are "
+                             f"{', '.join(base.param_names)}")
+        if base.param_theta[base.param_names.index(k)] is None:
+            raise ValueError(f"law {base.name}: {k} is tied to another parameter and cannot be fixed on its own")
     if len(values) >= len(base.theta_names):
         raise ValueError(f"fixing {len(values)} of the {len(base.theta_names)} parameters of {base.name} "
                          "leaves nothing to fit")
+    P = len(base.theta_names)
     full = np.array([values.get(k, np.nan) for k in base.param_names])  # [K], NaN where free
     pin = np.array(sorted(base.param_theta[base.param_names.index(k)] for k in values))  # [P - P']
-    free = np.array([j for j in range(len(base.theta_names)) if j not in set(pin)])  # [P']
+    free = np.array([j for j in range(P) if j not in set(pin)])  # [P']
     # theta of the pinned coordinates: from_params of a full vector with the free entries at 1.
     theta_pin = base.from_params(np.where(np.isnan(full), 1.0, full))[pin]  # [P - P']
+    M = np.zeros((P, len(free)))  # [P, P'] puts the free coordinates in place
+    M[free, np.arange(len(free))] = 1.0
+    c = np.zeros(P)
+    c[pin] = theta_pin
 
     def expand_jnp(theta):  # [P'] -> [P] inside the objective
-        return jnp.zeros(len(base.theta_names), theta.dtype).at[free].set(theta).at[pin].set(theta_pin)
+        return jnp.zeros(P, theta.dtype).at[free].set(theta).at[pin].set(theta_pin)
 
     def expand_np(theta):  # [..., P'] -> [..., P]
         theta = np.asarray(theta, float)
-        out = np.empty(theta.shape[:-1] + (len(base.theta_names),))
+        out = np.empty(theta.shape[:-1] + (P,))
         out[..., free], out[..., pin] = theta, theta_pin
         return out
 
@@ -199,6 +260,7 @@ def _with_fixed(base: Law, pairs: tuple[tuple[str, float], ...]) -> Law:
         # The pinned values exactly, not their round trip through the fit space.
         return np.where(np.isnan(full), base.to_params(expand_np(theta)), full)
 
+    outer, M0, c0 = base.solver_form
     label = ", ".join(f"{k}={v:g}" for k, v in sorted(values.items()))
     return replace(
         base, name=f"{base.name}[{label}]", formula=f"{base.formula} with {label} fixed",
@@ -206,4 +268,5 @@ def _with_fixed(base: Law, pairs: tuple[tuple[str, float], ...]) -> Law:
         log_loss=lambda theta, logx: base.log_loss(expand_jnp(theta), logx), to_params=to_params,
         from_params=lambda p: base.from_params(np.where(np.isnan(full), np.asarray(p, float), full))[free],
         grid=lambda logx, logy: np.unique(base.grid(logx, logy)[:, free], axis=0),
-        fixed=tuple(sorted(values.items())), param_theta=None, origin=base)
+        fixed=tuple(sorted(values.items())), param_theta=None, origin=base,
+        affine=(outer, M0 @ M, M0 @ c + c0))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+import functools
+
 from scalefit.fitting.laws.base import Law, lse, product, safe_log
 
 PARAMS = ("E", "A", "B", "alpha", "beta")
@@ -67,6 +69,45 @@ def _optimum(P, C, compute):
     return split(*cols, np.asarray(C, float)[None, :], compute)
 
 
+def _ratio_law(r: float, label: str) -> Law:
+    """Chinchilla with beta = r alpha: theta = (a, b, e, alpha), an affine restriction of CHINCHILLA.
+
+    Under C = 6ND the compute-optimal exponent a = beta / (alpha + beta) = r / (1 + r) is then held:
+    r = 1 ties the exponents (alpha = beta, a = 0.5: Muennighoff et al. 2023, Gadre et al. 2024).
+    """
+    M = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, r]], float)  # [5, 4]
+    c = np.zeros(5)
+    return Law(
+        name=f"chinchilla[{label}]", formula=f"L = E + A/N^alpha + B/D^beta with beta = {r:.6g} alpha",
+        inputs=("N", "D"), theta_names=("a", "b", "e", "alpha"), param_names=PARAMS,
+        log_loss=lambda theta, logx: _log_loss(M @ theta, logx),
+        to_params=lambda theta: _to_params(np.asarray(theta, float) @ M.T),
+        from_params=lambda p: _from_params(p)[:4],
+        grid=lambda logx, logy: np.unique(_grid(logx, logy)[:, :4], axis=0),
+        bounds=CHINCHILLA.bounds, derived=exponents, optimum=_optimum,
+        param_theta=(2, 0, 1, 3, None), collapse=("E",), affine=(CHINCHILLA, M, c))
+
+
+@functools.lru_cache(maxsize=64)
+def _pin_exponent(key: str, value: float) -> Law:
+    if not 0 < value < 1:
+        raise ValueError(f"chinchilla: {key} = {value:g} must lie strictly between 0 and 1 (a + b = 1)")
+    r = value / (1 - value) if key == "a" else (1 - value) / value  # beta / alpha
+    return _ratio_law(r, f"{key}={value:g}")
+
+
+def _pin_derived(values: dict) -> Law:
+    """a (N_opt ~ C^a) or b (D_opt ~ C^b, b = 1 - a) held: beta = alpha a / (1 - a)."""
+    unknown = sorted(set(values) - {"a", "b"})
+    if unknown:
+        raise ValueError(f"law chinchilla has no parameter {unknown[0]!r} to fix; its parameters are "
+                         f"{', '.join(PARAMS)} (and a or b, the compute-optimal exponents)")
+    if len(values) == 2 and abs(values["a"] + values["b"] - 1) > 1e-12:
+        raise ValueError(f"chinchilla: a + b = 1, so a = {values['a']:g} and b = {values['b']:g} cannot both hold")
+    key = "a" if "a" in values else "b"
+    return _pin_exponent(key, float(values[key]))
+
+
 CHINCHILLA = Law(
     name="chinchilla",
     formula="L = E + A/N^alpha + B/D^beta",
@@ -82,4 +123,6 @@ CHINCHILLA = Law(
     derived=exponents,
     optimum=_optimum,
     param_theta=(2, 0, 1, 3, 4),
+    pin_derived=_pin_derived,
+    collapse=("E",),
 )

@@ -75,6 +75,7 @@ DATA_CONSTRAINED = Law(
     bounds={"E": (0.0, np.inf), "A": (0.0, np.inf), "B": (0.0, np.inf), "alpha": (0.0, 3.0),
             "beta": (0.0, 3.0), "R_D_star": (0.0, np.inf), "R_N_star": (0.0, np.inf)},
     param_theta=(2, 0, 1, 3, 4, 5, 6),
+    collapse=("E",),
 )
 
 

@@ -54,6 +54,7 @@ def saturating_power(var: str) -> Law:
         grid=_power_grid,
         bounds={"E": (0.0, np.inf), "A": (0.0, np.inf), "alpha": (0.0, 3.0)},
         param_theta=(1, 0, 2),
+        collapse=("E",),
     )
 
 
@@ -107,6 +108,7 @@ def kaplan(var: str, irreducible: bool = False) -> Law:
         grid=_kaplan_grid_for(irreducible),
         bounds={f"alpha_{var}": (0.0, 3.0), f"{var}_c": (0.0, np.inf), "E": (0.0, np.inf)},
         param_theta=tuple(range(len(names))),
+        collapse=("E",) if irreducible else (),
     )
 
 

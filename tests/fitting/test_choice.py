@@ -1,0 +1,122 @@
+"""law="auto": leave-future-out cross-validation on the table's own rows picks the law that forecasts."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scalefit import cli
+from scalefit.fitting import choice, crossval
+from scalefit.fitting.fitter import fit
+from scalefit.fitting.laws import get_law
+from scalefit.fitting.result import FitResult
+from scalefit.fitting.solver import _solve_batch
+from scalefit.fitting.table import load_table
+
+
+def test_auto_picks_the_true_form_among_tied_and_free_exponents(synth):
+    # Truth: alpha = 0.45, beta = 0.2. Tied exponents fit the past passably and forecast it badly.
+    df = synth.isoflop(synth.chinchilla(synth.UNTIED), noise=0.005, seed=0)
+    r = fit(df, "auto")
+    assert r.law.name == "chinchilla" and r.status == "converged"
+    ranks = r.selection.rows
+    assert ranks[0].note == "chosen" and ranks[0].law == "chinchilla"
+    assert {x.law for x in ranks} == {"chinchilla", "chinchilla[a=0.5]"}
+    tied = min(x.cv_mean for x in ranks if x.law == "chinchilla[a=0.5]")
+    assert tied > 2 * ranks[0].cv_mean  # the wrong form forecasts the future far worse
+    assert [x.cv_mean for x in ranks] == sorted(x.cv_mean for x in ranks)
+    assert r.values()["alpha"] == pytest.approx(0.45, abs=0.05) and r.calibration is not None
+    text = r.report()
+    assert "law chosen by cross-validation" in text and "CV mean" in text and "cov90" in text
+
+
+def test_auto_result_round_trips_through_json(synth, tmp_path):
+    df = synth.isoflop(synth.chinchilla(synth.CHIN), noise=0.005, seed=4)
+    r = fit(df, "auto")
+    back = FitResult.load(r.save(tmp_path / "fit.json"))
+    assert back == r and back.selection == r.selection and back.calibration == r.calibration
+    a, b = r.predict(0.9, N=1e10, D=2e11), back.predict(0.9, N=1e10, D=2e11)
+    assert (a.low, a.high) == (b.low, b.high) and a.calibrated
+
+
+def test_auto_picks_the_n_the_law_holds_in(synth):
+    # The loss follows the law in non-embedding N; total N adds a fixed 3e7-parameter embedding.
+    df = synth.isoflop(synth.chinchilla(synth.CHIN), noise=0.003, seed=1)
+    df = df.rename(columns={"N": "N_non_embedding"}).assign(N_total=lambda d: d["N_non_embedding"] + 3e7)
+    df["C"] = 6 * df["N_total"] * df["D"]
+    table = load_table(df, n_col="N_total", keep=["N_non_embedding"])
+    r = fit(table, "auto")
+    assert r.n_kind == "non-embedding"
+    assert {x.n_kind for x in r.selection.rows} == {"total", "non-embedding"}
+    assert r.values()["alpha"] == pytest.approx(synth.CHIN["alpha"], abs=0.05)
+
+
+def test_auto_on_one_tokens_per_parameter_ratio_tries_laws_in_c():
+    # Every run at 20 tokens per parameter (Cerebras-like): N and D cannot be told apart.
+    N = np.geomspace(1e8, 3e10, 9)
+    C = 6 * N * 20 * N
+    L = get_law("power_c").predict({"E": 1.5, "A": 300.0, "alpha": 0.12}, C=C)
+    df = pd.DataFrame({"N": N, "D": 20 * N, "C": C, "loss": L * np.exp(0.002 * np.sin(np.arange(9)))})
+    table = load_table(df)
+    assert crossval.order_key(table.frame) == "N"
+    assert {f.name for f in choice.forms(table)} == {"power_c", "kaplan_c"}
+    r = fit(table, "auto")
+    assert r.law.name == "power_c" and r.values()["E"] == pytest.approx(1.5, rel=0.05)
+
+
+def test_pins_apply_to_every_candidate(synth):
+    df = synth.isoflop(synth.chinchilla(synth.CHIN), noise=0.005, seed=2)
+    cands = choice.candidates(load_table(df), fixed={"E": 1.7})
+    assert cands and all(dict(c.law.fixed)["E"] == 1.7 for c in cands)
+    r = fit(df, "auto", fixed={"E": 1.7})
+    assert r.values()["E"] == 1.7
+    assert all(c.law.name.startswith("chinchilla[a=0.5") for c in choice.candidates(load_table(df), fixed={"a": 0.5}))
+
+
+def test_row_rule_lists_the_rows_it_leaves_out(synth):
+    df = synth.isoflop(synth.chinchilla(synth.CHIN), ratios=np.geomspace(0.5, 300, 7), seed=3)
+    table = load_table(df)
+    cand = next(c for c in choice.candidates(table) if c.min_tokens_per_param is not None)
+    fitted = cand.fit_table
+    low = (df["D"] / df["N"] < cand.min_tokens_per_param).sum()
+    assert len(fitted) == len(table) - low and low > 0
+    assert sum("D/N below" in why for _, why in fitted.excluded) == low
+
+
+def test_rolling_origin_keeps_runs_together_and_budgets_whole():
+    # Two seeds per configuration, C jittered by under 1% within a budget, three rows (checkpoints) per run.
+    rows = []
+    for b, C in enumerate(np.geomspace(1e17, 1e20, 6)):
+        for s in range(4):
+            for seed in range(2):
+                N = np.sqrt(C / (6 * 20)) * 2.0 ** (s - 1.5)
+                for k, frac in enumerate((0.25, 0.5, 1.0)):
+                    rows.append({"run": f"b{b}s{s}seed{seed}", "N": N, "D": frac * C * (1 + 0.002 * s) / (6 * N),
+                                 "loss": 3.0 - 0.1 * b - 0.01 * k})
+    frame = load_table(pd.DataFrame(rows)).frame
+    groups = crossval.run_groups(frame)
+    assert len(np.unique(groups)) == 6 * 4  # seeds of one configuration and a run's checkpoints: one group
+    folds = crossval.rolling_origin(frame)
+    assert len(folds) >= 2 and folds.key == "C"
+    budget = np.round(np.log10(frame.groupby("run")["C"].transform("max")), 1)
+    for train in folds.train:
+        for g in np.unique(groups):
+            assert len(set(train[groups == g])) == 1  # a group never straddles a cut
+        assert set(budget[train]).isdisjoint(budget[~train])  # nor does a budget
+
+
+def test_no_recompilation_across_candidates_and_a_second_auto_fit(synth):
+    df = synth.isoflop(synth.chinchilla(synth.CHIN), noise=0.005, seed=5)
+    fit(df, "auto")
+    before = _solve_batch._cache_size()
+    fit(synth.isoflop(synth.chinchilla(synth.CHIN), noise=0.005, seed=6), "auto")
+    assert _solve_batch._cache_size() == before
+
+
+def test_cli_law_auto_prints_the_ranking(tmp_path, capsys, synth):
+    src = tmp_path / "runs.csv"
+    synth.isoflop(synth.chinchilla(synth.UNTIED), noise=0.005, seed=0).to_csv(src, index=False)
+    out = tmp_path / "fit.json"
+    assert cli.main(["fit", str(src), "--law", "auto", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "law chosen by cross-validation" in text and "nominal -> empirical: 80% ->" in text
+    assert FitResult.load(out).selection is not None
