@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from scalefit.conventions import CKind, NKind
+from scalefit.conventions import SIXND_EXACT_RTOL, SIXND_RTOL, CKind, NKind
 from scalefit.fitting import datasets
 from scalefit.store.tables import _read_outside as read_outside
 
@@ -220,3 +221,28 @@ def _upstream_notes(attrs: dict) -> list[str]:
 def c_kind_from_attrs(attrs: dict) -> str | None:
     conv = str(attrs.get("c_convention", ""))
     return next((k for k in CKind if conv.startswith(k.value)), None)
+
+
+def infer_c_kind(num: dict, notes: list[str]) -> str:
+    """The C convention of rows that name none: 6ND when C = 6 N D on every row, else unspecified."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.abs(num["C"] / (6.0 * num["N"] * num["D"]) - 1.0)
+    ok = np.isfinite(rel)
+    if ok.any() and np.all(rel[ok] <= SIXND_EXACT_RTOL):
+        notes.append(f"c_kind inferred as 6ND: C equals 6 N D to {SIXND_EXACT_RTOL:g} on every row")
+        return CKind.SIX_ND
+    notes.append("c_kind unspecified: C is not 6ND and no convention was given")
+    return CKind.UNSPECIFIED
+
+
+def check_6nd(num: dict, rows: list, where: str) -> None:
+    """Refuse rows said to be counted as 6ND whose C is not 6 N D (to the tolerance of `conventions`)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.abs(num["C"] / (6.0 * num["N"] * num["D"]) - 1.0)
+    off = np.flatnonzero(np.isfinite(rel) & (rel > SIXND_RTOL))
+    if off.size:
+        shown = ", ".join(f"row {rows[i]} (C/6ND = {1 + rel[i]:.3g})" for i in off[:5])
+        raise ValueError(
+            f"c_kind='6ND' but C differs from 6*N*D by more than {SIXND_RTOL:.0%} in {off.size} rows of "
+            f"{where}: {shown}; pass c_kind='exact' or 'reported', or drop the C column"
+        )

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scalefit.conventions import LOSS_UNIT, SIXND_EXACT_RTOL, SIXND_RTOL, CKind, NKind
+from scalefit.conventions import LOSS_UNIT, CKind, NKind
 from scalefit.fitting import columns as col_io
 from scalefit.fitting import select
 from scalefit.fitting.columns import CANDIDATES  # noqa: F401  (the names tried, importable from here too)
@@ -232,9 +232,9 @@ def load_table(
             raise ValueError(f"c_kind={c_kind!r} but {where_phrase} has no C column; C can only be computed as 6ND")
         c_kind = CKind.SIX_ND
     elif c_kind is None:
-        c_kind = _infer_c_kind(num, notes)
+        c_kind = col_io.infer_c_kind(num, notes)
     elif c_kind is CKind.SIX_ND and cols["D"] is not None:
-        _check_6nd(num, rows, where_phrase)
+        col_io.check_6nd(num, rows, where_phrase)
     if "weight" not in num:
         num["weight"] = np.ones(len(df))
 
@@ -372,29 +372,6 @@ def _flag(bad: dict, rows: list, num: dict, fields: list[str], only_new: bool = 
             reasons = bad.setdefault(rows[i], [])
             if not any(r.startswith(f"{f} (") and "not a number" in r for r in reasons):
                 reasons.append(f"{f} is {_describe(v[i])}, expected finite and > 0")
-
-
-def _infer_c_kind(num: dict, notes: list[str]) -> str:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rel = np.abs(num["C"] / (6.0 * num["N"] * num["D"]) - 1.0)
-    ok = np.isfinite(rel)
-    if ok.any() and np.all(rel[ok] <= SIXND_EXACT_RTOL):
-        notes.append(f"c_kind inferred as 6ND: C equals 6 N D to {SIXND_EXACT_RTOL:g} on every row")
-        return CKind.SIX_ND
-    notes.append("c_kind unspecified: C is not 6ND and no convention was given")
-    return CKind.UNSPECIFIED
-
-
-def _check_6nd(num: dict, rows: list, where: str) -> None:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rel = np.abs(num["C"] / (6.0 * num["N"] * num["D"]) - 1.0)
-    off = np.flatnonzero(np.isfinite(rel) & (rel > SIXND_RTOL))
-    if off.size:
-        shown = ", ".join(f"row {rows[i]} (C/6ND = {1 + rel[i]:.3g})" for i in off[:5])
-        raise ValueError(
-            f"c_kind='6ND' but C differs from 6*N*D by more than {SIXND_RTOL:.0%} in {off.size} rows of "
-            f"{where}: {shown}; pass c_kind='exact' or 'reported', or drop the C column"
-        )
 
 
 def _fingerprint(frame: pd.DataFrame, extra: list[str]) -> str:
