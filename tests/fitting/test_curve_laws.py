@@ -76,7 +76,14 @@ def test_noise_free_recovery(name):
     schedules = {"constant": SCHEDULES["constant"]} if name == "power_steps" else SCHEDULES
     table = _generated(law, TRUE[name], schedules)
     r = fit_curves(table, name, gtol=1e-12)
-    assert r.result.status == "converged"
+    if name == "multipower":
+        # The fitter's curvature check judges identifiability at a scatter floor of 1e-3 (diagnose.SCATTER_FLOOR),
+        # not at the zero noise of these rows: on these 1000-step schedules the decay's C moves the curve by
+        # less than that, and the check says so (naming c alone) while the noise-free fit still recovers it.
+        assert r.result.status == "unidentifiable", r.result.reasons
+        assert len(r.result.reasons) == 1 and "coordinates c:" in r.result.reasons[0], r.result.reasons
+    else:
+        assert r.result.status == "converged", r.result.reasons
     for k, v in TRUE[name].items():
         assert r.params()[k] == pytest.approx(v, rel=1e-6), (name, k, r.params()[k])
 
