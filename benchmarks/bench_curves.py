@@ -14,6 +14,7 @@
    cosine of the same budget.
 
     python benchmarks/bench_curves.py [--store runs/curves_wsd] [--train runs/curves_opt] [--skip-joint]
+                                      [--sections 1,2,3,4]
 
 Ends with one line per size: bench_curves size=... mean_err=... worst_err=... published_mean=... published_worst=...
 """
@@ -204,21 +205,26 @@ def main() -> None:
     ap.add_argument("--train", default=None, help="folder for the optimised-vs-cosine training runs (section 4)")
     ap.add_argument("--train-tokens", type=float, default=2e6, help="token budget of the two training runs")
     ap.add_argument("--skip-joint", action="store_true", help="skip section 2 (the slowest fits)")
+    ap.add_argument("--sections", default="1,2,3,4", help="which sections to run (the final lines need 1)")
     args = ap.parse_args()
+    sections = {int(x) for x in args.sections.split(",")} - ({2} if args.skip_joint else set())
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
 
-    curves = multipower_curves()
-    per = paper_protocol(curves)
-    if not args.skip_joint:
+    curves = multipower_curves() if sections & {1, 2} else None
+    per = paper_protocol(curves) if 1 in sections else None
+    if 2 in sections and per is not None:
         joint_sizes(curves, per)
     store = Path(args.store)
     if store.is_dir():
-        own_runs(store)
-        if args.train:
+        if 3 in sections:
+            own_runs(store)
+        if args.train and 4 in sections:
             train_optimised(store, Path(args.train), args.train_tokens)
-    else:
+    elif sections & {3, 4}:
         print(f"3-4. skipped: no run store at {store} (scalefit sweep run experiments/curves_wsd.toml --out {store})")
     print(f"machine load average {os.getloadavg()[0]:.1f} at the end")
+    if per is None:
+        return
     for size in SIZES:
         p = per[size]
         print(f"bench_curves size={size} mean_err={p['mean']:.5f} worst_err={p['worst']:.5f} "
