@@ -220,7 +220,10 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """The canonical JSON form (`dataclasses.asdict` through JSON, so the knots of a "table" schedule are
         lists as spec.json reads back): spec.json's ``train`` and the run id hash it."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        d = json.loads(json.dumps(dataclasses.asdict(self)))
+        if d["schedule_table"] is None:  # a field added later: left out at its default, so earlier ids stand
+            del d["schedule_table"]
+        return d
 
 
 def _knots(table) -> tuple[tuple[int, float], ...]:
