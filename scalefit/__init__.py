@@ -34,6 +34,12 @@ _API = {
     "fit_by": "scalefit.fitting.groups", "GroupFits": "scalefit.fitting.groups", "load_fits": "scalefit.fitting.groups",
     "split_by": "scalefit.fitting.groups", "predict_table": "scalefit.fitting.targets",
     "Allocation": "scalefit.fitting.optimum", "allocate": "scalefit.fitting.optimum",
+    # loss curves under a schedule
+    "Schedule": "scalefit.fitting.schedules", "read_schedule": "scalefit.fitting.schedules",
+    "CurveTable": "scalefit.fitting.curves", "read_curves": "scalefit.fitting.curve_sources",
+    "CURVE_LAWS": "scalefit.fitting.laws", "fit_curves": "scalefit.fitting.curvefit",
+    "CurveFit": "scalefit.fitting.curvefit", "derived_points": "scalefit.analysis.derived",
+    "optimise_schedule": "scalefit.analysis.schedule_opt",
     # choosing the law by forecasts, calibrating intervals
     "Selection": "scalefit.fitting.crossval", "rolling_origin": "scalefit.fitting.crossval",
     "cross_validate": "scalefit.fitting.crossval", "candidates": "scalefit.fitting.choice",

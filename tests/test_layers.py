@@ -13,7 +13,8 @@ ALLOWED = {
     "conventions": set(), "atomic": set(), "resources": set(),
     "store": {"conventions", "atomic"},
     "training": {"conventions", "atomic", "store"},
-    "fitting": {"conventions", "atomic", "store", "resources"},
+    # training.lr: a run's learning rates are rebuilt from its spec.json by the trainer's own (numpy) schedules
+    "fitting": {"conventions", "atomic", "store", "resources", "training.config", "training.lr"},
     "sweep": {"conventions", "atomic", "store", "training", "resources"},
     "analysis": {"conventions", "atomic", "store", "fitting", "training.config", "training.counting"},
     "report": {"conventions", "atomic", "store", "fitting", "analysis"},

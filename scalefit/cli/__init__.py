@@ -1,6 +1,6 @@
 """Command line: thin subcommands over the library.
 
-Subcommands live in groups (`fitting`, `training`, `decide`); each is registered by one
+Subcommands live in groups (`fitting`, `training`, `decide`, `curves`); each is registered by one
 `add_<name>(sub)` function that builds its parser and sets `func`. The work itself lives in the
 library modules, imported lazily so `scalefit --help` is fast.
 """
@@ -14,14 +14,14 @@ import re
 import sys
 import threading
 
-from scalefit.cli import decide, fitting, training
+from scalefit.cli import curves, decide, fitting, training
 from scalefit.cli.common import EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPT, EXIT_OK, DefaultsFormatter
 
 # Registration order is the order in `scalefit --help`.
 _COMMANDS = [decide.add_quickstart, fitting.add_fit, fitting.add_laws, fitting.add_datasets, training.add_train,
              fitting.add_isoflop,
              decide.add_plan, training.add_sweep, training.add_runs,
-             decide.add_forecast, fitting.add_predict, decide.add_report, decide.add_calc]
+             decide.add_forecast, fitting.add_predict, decide.add_report, decide.add_calc, curves.add_curves]
 
 # Commands that only read and compute (no run store written): they run in a worker thread so that
 # Ctrl-C stops them at once, even inside a long compiled JAX call that holds the main thread in C

@@ -58,6 +58,9 @@ def add_train(sub) -> None:
                    help="how --flops is counted per token")
     p.add_argument("--schedule", choices=["cosine", "constant", "wsd"], default=d.schedule,
                    help="learning-rate schedule after the warmup")
+    p.add_argument("--schedule-file", default=None, metavar="JSON",
+                   help="run this schedule instead (knots as `scalefit curves optimise` writes them; its peak is "
+                        "the lr, and its total_steps must be the budget's steps)")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="sequences per step")
     p.add_argument("--seq-len", type=int, help="context length (default: the preset's)")
@@ -99,12 +102,21 @@ def _train(args) -> int:
         model_cfg = model_cfg.with_overrides(seq_len=args.seq_len)
     if args.bf16:
         model_cfg = model_cfg.with_overrides(compute_dtype="bfloat16")
+    sched = {"schedule": args.schedule, "lr": args.lr}
+    if args.schedule_file:
+        sched, file_steps = _schedule_file(args.schedule_file)
     train_cfg = TrainConfig(
-        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        warmup_frac=args.warmup_frac, schedule=args.schedule, cooldown_frac=args.cooldown_frac,
+        batch_size=args.batch_size, weight_decay=args.weight_decay,
+        warmup_frac=args.warmup_frac, cooldown_frac=args.cooldown_frac,
         min_lr_ratio=args.min_lr_ratio, tokens=args.tokens, flops=args.flops,
         flops_convention=args.flops_convention, seed=args.seed,
-        checkpoint_every=args.checkpoint_every, log_every=args.log_every)
+        checkpoint_every=args.checkpoint_every, log_every=args.log_every, **sched)
+    if args.schedule_file:
+        from scalefit.training.counting import total_steps
+
+        steps = total_steps(model_cfg, train_cfg)
+        if steps != file_steps:
+            raise ValueError(f"{args.schedule_file} is a schedule of {file_steps} steps, but the budget buys {steps}")
     out = args.out or f"runs/{args.preset}"
     compute = ComputeConfig(devices=args.devices, params=args.params, attention=args.attention)
     try:
@@ -118,6 +130,26 @@ def _train(args) -> int:
         print(f"diverged at step {s.diverged_at_step}", file=sys.stderr)
         return 1
     return 0
+
+
+def _schedule_file(path) -> tuple[dict, int]:
+    """TrainConfig fields for a JSON schedule file (format scalefit.schedule/1: total_steps, knots [[step, rate]])
+    and its step count: lr = the largest rate, schedule_table = the knots relative to it."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+        knots, steps = [(int(s), float(r)) for s, r in d["knots"]], int(d["total_steps"])
+    except FileNotFoundError:
+        raise
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{p}: not a schedule file (format scalefit.schedule/1 with knots and total_steps): {e}")
+    peak = max(r for _, r in knots)
+    if not peak > 0:
+        raise ValueError(f"{p}: every rate is zero")
+    return {"schedule": "table", "lr": peak, "schedule_table": tuple((s, r / peak) for s, r in knots)}, steps
 
 
 def add_sweep(sub) -> None:

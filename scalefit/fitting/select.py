@@ -154,6 +154,10 @@ def checkpoints(frame: pd.DataFrame, rule: str = "final", by: Sequence[str] = ()
     d_final = runs["D"].transform("max").to_numpy(float)
     D = frame["D"].to_numpy(float)
     keep = D >= frac * d_final if kind != "final" else _last_rows(frame, by).to_numpy()
+    # Derived rows (`scalefit.analysis.derived`) share their source curve's id so a bootstrap resamples them
+    # together, but each is the final loss of a cooled-down run of its own length: never an earlier checkpoint.
+    derived = frame["derived"].to_numpy(bool) if "derived" in frame else np.zeros(n, bool)
+    keep = keep | derived
     reasons = {}
     for r, d, df_ in zip(frame["row"][~keep], D[~keep], d_final[~keep]):
         reasons[r] = (f"checkpoint before its run's final point (D = {d:.4g} of {df_:.4g}, checkpoints='final' "

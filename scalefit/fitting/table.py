@@ -283,6 +283,8 @@ def load_table(
         frame[name] = num[name]
     for k in keep:
         frame[k] = df[k].to_numpy()
+    if "derived" in df.columns:  # derived (N, D) rows: never read as earlier checkpoints (select.checkpoints)
+        frame["derived"] = df["derived"].astype(str).str.strip().str.lower().isin(("true", "1")).to_numpy()
     keep_mask = np.array([r not in bad for r in rows], dtype=bool)
     frame = frame[keep_mask].reset_index(drop=True)
     if not rows:

@@ -222,3 +222,33 @@ def allocation(result: FitResult, table=None, *, ax=None, C_range: tuple[float, 
     ax.set_title("Compute-optimal allocation")
     ax.legend(fontsize=7)
     return ax
+
+
+def loss_curves(fit, curves, *, ax=None, level: float | None = None, every: int = 1):
+    """Observed loss against optimizer step for each curve of `curves` (points), the curve law's prediction
+    (line) and, with a bootstrap, the law's interval (dark band) and one curve point's interval (light band).
+
+    `fit` is a `scalefit.fitting.curvefit.CurveFit`, `curves` a `CurveTable` (the fitted curves or others:
+    held-out ones show the forecast). `every` thins the observed points drawn (not the prediction).
+    """
+    from matplotlib import colormaps
+
+    ax = _axes(ax)
+    pred = fit.predict_table(curves, level)
+    f = curves.frame
+    cmap = colormaps["tab10"]
+    for i, c in enumerate(curves.curves):
+        rows = np.flatnonzero(f["curve"].to_numpy() == c)
+        steps = f["step"].to_numpy()[rows]
+        color = cmap(i % 10)
+        ax.plot(steps[::every], f["loss"].to_numpy()[rows][::every], "o", ms=2, color=color, alpha=0.5)
+        ax.plot(steps, pred.loss[rows], "-", lw=1.2, color=color, label=c)
+        if pred.param_low is not None:
+            ax.fill_between(steps, pred.param_low[rows], pred.param_high[rows], color=color, alpha=0.35, lw=0)
+        ax.fill_between(steps, pred.low[rows], pred.high[rows], color=color, alpha=0.12, lw=0)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(f"{fit.result.law.name}: observed (points) and predicted (lines, {100 * pred.level:g}% bands)",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+    return ax

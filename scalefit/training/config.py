@@ -8,6 +8,7 @@ configs hash equal and reuse one compiled program. Every invalid combination is 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 from scalefit.conventions import COUNTED, CKind
@@ -137,7 +138,7 @@ def get_preset(name: str) -> ModelConfig:
             f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}") from None
 
 
-_SCHEDULES = ("cosine", "constant", "wsd")
+_SCHEDULES = ("cosine", "constant", "wsd", "table")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,7 +158,10 @@ class TrainConfig:
     grad_clip: float = 1.0  # clip the global gradient norm to this; 0 disables clipping
     warmup_frac: float = 0.05  # linear warmup as a fraction of all steps (ignored if warmup_steps set)
     warmup_steps: int | None = None  # linear warmup in steps; overrides warmup_frac
-    schedule: str = "cosine"  # "cosine" (to min_lr_ratio), "constant", or "wsd" (warmup-stable-decay)
+    schedule: str = "cosine"  # "cosine" (to min_lr_ratio), "constant", "wsd" (warmup-stable-decay), or "table"
+    # "table": knots (step, rate / lr), the rate linear between knots and held beyond the last; the whole
+    # schedule, warmup included (warmup_* and cooldown_frac are not used), so spec.json records it exactly.
+    schedule_table: tuple[tuple[int, float], ...] | None = None
     cooldown_frac: float = 0.2  # WSD: fraction of all steps spent in the 1-sqrt cooldown
     min_lr_ratio: float = 0.1  # final lr / peak lr for the cosine and WSD decays
     tokens: float | None = None  # token budget (training tokens), or None when flops is given
@@ -192,6 +196,11 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.warmup_steps must be an integer >= 0 or None, got {self.warmup_steps!r}")
         if self.schedule not in _SCHEDULES:
             raise ValueError(f"TrainConfig.schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
+        if (self.schedule == "table") != (self.schedule_table is not None):
+            raise ValueError("TrainConfig.schedule_table is given exactly when schedule is 'table' "
+                             f"(schedule={self.schedule!r}, schedule_table {'set' if self.schedule_table else 'None'})")
+        if self.schedule_table is not None:
+            object.__setattr__(self, "schedule_table", _knots(self.schedule_table))
         conv = CKind.parse(self.flops_convention, "TrainConfig.flops_convention")
         if conv not in COUNTED:
             raise ValueError(f"TrainConfig.flops_convention must be one of {', '.join(COUNTED)}, "
@@ -209,8 +218,30 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        """The canonical JSON form (`dataclasses.asdict`): spec.json's ``train`` and the run id hash it."""
-        return dataclasses.asdict(self)
+        """The canonical JSON form (`dataclasses.asdict` through JSON, so the knots of a "table" schedule are
+        lists as spec.json reads back): spec.json's ``train`` and the run id hash it."""
+        d = json.loads(json.dumps(dataclasses.asdict(self)))
+        if d["schedule_table"] is None:  # a field added later: left out at its default, so earlier ids stand
+            del d["schedule_table"]
+        return d
+
+
+def _knots(table) -> tuple[tuple[int, float], ...]:
+    """Knots (step, rate / lr) as a tuple of (int, float) pairs (a JSON round trip gives lists), validated."""
+    try:
+        knots = tuple((int(s), float(v)) for s, v in table)
+    except (TypeError, ValueError):
+        raise ValueError(f"TrainConfig.schedule_table must be (step, value) pairs, got {table!r:.80}") from None
+    if not knots:
+        raise ValueError("TrainConfig.schedule_table has no knots")
+    steps = [s for s, _ in knots]
+    if steps[0] < 0 or any(b <= a for a, b in zip(steps, steps[1:])):
+        raise ValueError("TrainConfig.schedule_table steps must be >= 0 and strictly increasing")
+    if any(not (v >= 0 and v < float("inf")) for _, v in knots):
+        raise ValueError("TrainConfig.schedule_table values must be finite and >= 0 (rates relative to lr)")
+    if any(s != round(s) for s, _ in table):
+        raise ValueError("TrainConfig.schedule_table steps must be whole numbers")
+    return knots
 
 
 PARAM_LAYOUTS = ("replicated", "fsdp")

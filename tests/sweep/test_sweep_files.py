@@ -16,7 +16,7 @@ from scalefit.sweep.plan import SweepFileError, read_sweep_file
 
 AUDIT = Path(__file__).resolve().parents[1] / "data" / "audit_sweeps"
 TRAIN_KEYS = re.escape("['batch_size', 'beta1', 'beta2', 'checkpoint_every', 'eps', 'eval_batches', 'grad_clip', "
-                       "'log_every', 'lr', 'min_lr_ratio', 'n_evals', 'schedule', 'seed', 'warmup_frac', "
+                       "'log_every', 'lr', 'min_lr_ratio', 'n_evals', 'schedule', 'schedule_table', 'seed', 'warmup_frac', "
                        "'warmup_steps', 'weight_decay']")
 
 # case file -> the message after "<file>" (a regular expression). Audit case numbers in the comments.
@@ -42,7 +42,7 @@ REFUSED = {
     "batch_float.toml": r", line 10: \[train\] batch_size: expected an integer, got 8.5 \(a number\)",  # S17
     "ckpt_every0.toml": r": \[train\] TrainConfig.checkpoint_every must be a positive integer, got 0",  # S17
     "n_evals_neg.toml": r": \[train\] TrainConfig.n_evals must be a positive integer, got -3",  # S17
-    "schedule_bad.toml": r": \[train\] TrainConfig.schedule must be one of \('cosine', 'constant', 'wsd'\)",  # S17
+    "schedule_bad.toml": r": \[train\] TrainConfig.schedule must be one of \('cosine', 'constant', 'wsd', 'table'\), got 'linear'",  # S17
     "seqlen_str.toml": r", line 7: \[model\] seq_len: expected an integer, got '64' \(a string\)",  # S17
     "dtype_bad.toml": r": \[model\] ModelConfig.compute_dtype must be one of \('float32', 'bfloat16'\)",  # S17
     "seed_str.toml": r", line 11: \[train\] seed: expected an integer, got 'abc' \(a string\)",  # S18

@@ -167,7 +167,9 @@ def test_run_spec_round_trip_and_train_run(unbroken, small_corpus_dir):
     out, s = unbroken
     spec = RunSpec(run_id=out.name, model=TINY, train=_cfg(), corpus=str(small_corpus_dir))
     assert RunSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
-    assert spec.to_dict() == {**dataclasses.asdict(spec), "corpus": str(small_corpus_dir)}
+    want = dataclasses.asdict(spec)
+    del want["train"]["schedule_table"]  # None: left out, so ids planned before the field existed stand
+    assert spec.to_dict() == {**want, "corpus": str(small_corpus_dir)}
     assert train.train_run(spec, out.parent) == s  # finished: returned without training
     on_disk = json.loads((out / "spec.json").read_text())  # spec.json's configs are RunSpec.to_dict()'s
     assert {k: on_disk[k] for k in ("model", "train")} == {k: spec.to_dict()[k] for k in ("model", "train")}
