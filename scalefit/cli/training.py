@@ -60,7 +60,7 @@ def add_train(sub) -> None:
                    help="learning-rate schedule after the warmup")
     p.add_argument("--schedule-file", default=None, metavar="JSON",
                    help="run this schedule instead (knots as `scalefit curves optimise` writes them; its peak is "
-                        "the lr, and its total_steps must be the budget's steps)")
+                        "the lr, and its total_steps must be the budget's steps; default: --schedule)")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="sequences per step")
     p.add_argument("--seq-len", type=int, help="context length (default: the preset's)")
