@@ -205,7 +205,9 @@ def test_ctrl_c_during_a_fit_stops_at_once_with_130(tmp_path):  # C2
         _, err = p.communicate(timeout=30)
         took, rc, err = time.monotonic() - t, p.returncode, err.decode()
     assert rc == 130 and err.strip() == "scalefit: interrupted", err
-    assert took < 3, f"took {took:.1f} s to stop"
+    # Before the fix the process waited for the compiled call to return (about 30 s here); a bound well
+    # below that, and far above a loaded machine's scheduling noise, tells the two apart.
+    assert took < 10, f"took {took:.1f} s to stop"
 
 
 FITTING_COMMANDS = ["fit", "forecast", "predict", "report", "isoflop", "plan", "laws", "datasets", "calc"]
