@@ -59,10 +59,12 @@ def _todo(plan: SweepPlan, out: Path, retry_diverged: bool,
         if st in (RunStatus.PENDING, RunStatus.PARTIAL):
             todo.append(r)
             continue
-        if folder.temp_files(d):  # a kill cut a write after the summary (timing.json): remove what it left
-            with folder.locked(d) as held:
-                if held:
-                    folder.remove_temp_files(d)
+        # A kill can cut a write made after the summary (timing.json). Its writer may still be dying (a
+        # worker killed with its parent finishes the fsync it is in first) and holds the lock until it is
+        # gone; a finished run's lock is only held for such short writes, so wait for it, then clean.
+        if folder.temp_files(d):
+            with folder.locked(d, wait=True):
+                folder.remove_temp_files(d)
         if not (d / SPEC_FILE).exists():
             log(f"{r.label}: {st} but {d / SPEC_FILE} is missing (the run table leaves it out): writing it again")
             todo.append(r)
