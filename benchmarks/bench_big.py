@@ -29,14 +29,10 @@ DELTA = 1e-3
 
 def rows(n: int, seed: int = 0):
     """n rows (N, D, loss) drawn from the true law."""
-    import pandas as pd
+    from scalefit.fitting.laws import CHINCHILLA
+    from scalefit.fitting.synthetic import draw_runs
 
-    rng = np.random.default_rng(seed)
-    N = np.exp(rng.uniform(np.log(1e7), np.log(3e9), n))
-    D = N * np.exp(rng.uniform(np.log(5), np.log(100), n))
-    loss = (TRUE["E"] + TRUE["A"] / N ** TRUE["alpha"] + TRUE["B"] / D ** TRUE["beta"]) * np.exp(
-        rng.normal(0, 0.01, n))
-    return pd.DataFrame({"N": N, "D": D, "loss": loss})
+    return draw_runs(CHINCHILLA, TRUE, n, seed=seed)
 
 
 def scipy_fit(df) -> dict:

@@ -5,21 +5,17 @@ to the law the rows were drawn from (the audit's F18, F19)."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
+from scalefit.fitting.laws import CHINCHILLA
 from scalefit.fitting.solver import GTOL_WEIGHT, SCREEN_ROWS, gtol_for, screening_rows
+from scalefit.fitting.synthetic import draw_runs
 
 TRUE = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 
 
 def _rows(n, seed=0):
-    rng = np.random.default_rng(seed)
-    N = np.exp(rng.uniform(np.log(1e7), np.log(3e9), n))
-    D = N * np.exp(rng.uniform(np.log(5), np.log(100), n))
-    loss = (TRUE["E"] + TRUE["A"] / N ** TRUE["alpha"] + TRUE["B"] / D ** TRUE["beta"]) * np.exp(
-        rng.normal(0, 0.01, n))
-    return pd.DataFrame({"N": N, "D": D, "loss": loss})
+    return draw_runs(CHINCHILLA, TRUE, n, seed=seed)
 
 
 def test_gradient_tolerance_is_per_unit_of_row_weight():
