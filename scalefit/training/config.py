@@ -15,6 +15,27 @@ from scalefit.conventions import COUNTED, CKind
 
 _DTYPES = ("float32", "bfloat16")
 
+# The annotation's words -> (what a value must be, how a message names it); a field whose annotation has
+# another word (a tuple of knots) is checked by its own rule in __post_init__.
+_TYPES = {"int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+          "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+          "bool": (lambda v: isinstance(v, bool), "true or false"),
+          "str": (lambda v: isinstance(v, str), "a string"),
+          "None": (lambda v: v is None, "None")}
+
+
+def _check_types(cfg) -> None:
+    """ValueError naming the field when a value is not of its annotated type (``lr=True`` is not a rate:
+    Python would take it as 1.0, and ``tie_embeddings="no"`` as true)."""
+    for f in dataclasses.fields(cfg):
+        words = [w.strip() for w in str(f.type).split("|")]
+        if not all(w in _TYPES for w in words):
+            continue
+        v = getattr(cfg, f.name)
+        if not any(_TYPES[w][0](v) for w in words):
+            expected = " or ".join(_TYPES[w][1] for w in words)
+            raise ValueError(f"{type(cfg).__name__}.{f.name} must be {expected}, got {v!r} ({type(v).__name__})")
+
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
@@ -40,6 +61,7 @@ class ModelConfig:
     compute_dtype: str = "float32"  # matmul input dtype; "bfloat16" = bf16 inputs, f32 accumulation
 
     def __post_init__(self) -> None:
+        _check_types(self)
         for name in ("vocab_size", "seq_len", "d_model", "n_layer", "n_head", "n_kv_head", "d_ff",
                      "n_expert", "top_k"):
             v = getattr(self, name)
@@ -174,6 +196,7 @@ class TrainConfig:
     seed: int = 0  # parameter init and the data order (batches are a pure function of seed and step)
 
     def __post_init__(self) -> None:
+        _check_types(self)
         for name in ("batch_size", "n_evals", "eval_batches", "log_every", "checkpoint_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -264,6 +287,7 @@ class ComputeConfig:
     #                          the backend supports for the compute dtype (attention.AUTO)
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if self.devices is not None and (not isinstance(self.devices, int) or isinstance(self.devices, bool)
                                          or self.devices <= 0):
             raise ValueError(f"ComputeConfig.devices must be a positive integer or None (all), got {self.devices!r}")

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from scalefit.training.config import PRESETS, ModelConfig, get_preset
+from scalefit.training.config import PRESETS, ModelConfig, TrainConfig, get_preset
 from scalefit.training import model
 from scalefit.training.model import forward, init_params, loss_fn, moe_mlp
 
@@ -267,6 +267,8 @@ def test_bfloat16_compute_is_close_to_float32():
     (dict(compute_dtype="float16"), "compute_dtype must be one of"),
     (dict(d_model=12, n_head=4, n_kv_head=4), "head_dim .* must be even"),
     (dict(n_expert=2, capacity_factor=0.0), "capacity_factor must be > 0"),
+    (dict(tie_embeddings="no"), r"tie_embeddings must be true or false, got 'no' \(str\)"),
+    (dict(rope_base="1e4"), "rope_base must be a number"),
 ])
 def test_bad_configs_raise_before_compile(change, message):
     traces = []
@@ -278,6 +280,18 @@ def test_bad_configs_raise_before_compile(change, message):
     with pytest.raises(ValueError, match=message):
         traced(dataclasses.replace(CFG, **change))
     assert traces == []
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(lr=True), r"TrainConfig.lr must be a number, got True \(bool\)"),
+    (dict(seed="abc"), "TrainConfig.seed must be an integer, got 'abc'"),
+    (dict(tokens="1e6"), "TrainConfig.tokens must be a number or None"),
+    (dict(warmup_steps=2.5), "TrainConfig.warmup_steps must be an integer or None"),
+])
+def test_train_config_refuses_values_of_the_wrong_type(change, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{"tokens": 1e5, **change})
+    assert TrainConfig(tokens=100_000, lr=1).lr == 1  # an int where a number is asked is a number
 
 
 def test_unknown_preset_lists_names():
