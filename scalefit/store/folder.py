@@ -94,14 +94,20 @@ def write_timing(run_dir: Path, timing: TimingRecord) -> Path:
 
 def write_sweep_index(store: Path, index: SweepIndex) -> Path:
     """Write ``<store>/sweep-<name>.json`` atomically, unless it holds this index already (so running a
-    finished sweep again writes nothing, and works on a read-only store)."""
+    finished sweep again writes nothing, and works on a read-only store); removes what a kill left of an
+    earlier write."""
     path = Path(store) / sweep_index_file(index.name)
+    cut = [f for f in Path(store).glob(f"{path.name}.*{TMP_SUFFIX}") if f.is_file()]  # writes a kill cut
     try:
-        if path.is_file() and read_json(path) == index.to_dict():
+        if not cut and path.is_file() and read_json(path) == index.to_dict():
             return path
     except ValueError:
         pass  # a damaged index is replaced
-    return write_json(path, index.to_dict())
+    # Every writer of a store's index holds the store's lock, so a temporary file seen under it is garbage.
+    with locked(store, wait=True):
+        for f in Path(store).glob(f"{path.name}.*{TMP_SUFFIX}"):
+            f.unlink(missing_ok=True)
+        return write_json(path, index.to_dict())
 
 
 @dataclass(frozen=True)

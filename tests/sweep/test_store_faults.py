@@ -222,3 +222,14 @@ def test_a_temp_file_cut_after_the_summary_is_removed_by_the_next_sweep(sweep, f
     cut.write_text('{"wall": 1.')
     assert run_sweep(sweep, out, progress=False, log=_quiet).trained == ()
     assert not cut.exists() and _table(out).equals(_table(finished))
+
+
+def test_a_cut_write_of_the_sweep_index_is_removed_by_the_next_sweep(sweep, finished, tmp_path):  # R3
+    out = tmp_path / "store"
+    shutil.copytree(finished, out)
+    (index,) = out.glob("sweep-*.json")
+    cut = out / f"{index.name}.a8f2k1.tmp"  # killed inside the index's write
+    cut.write_text('{"name": "f", "ru')
+    before = index.read_text()
+    assert run_sweep(sweep, out, progress=False, log=_quiet).trained == ()
+    assert not cut.exists() and index.read_text() == before
