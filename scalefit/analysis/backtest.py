@@ -52,7 +52,7 @@ class Backtest:
                  f"up to {self.extrapolation:.3g}x the largest fitted C",
                  f"  |relative error| mean {self.mean_abs_rel_err:.2%}, max {self.max_abs_rel_err:.2%}; "
                  f"signed mean {self.mean_rel_err:+.2%} (> 0: forecast too high)",
-                 f"  {self.coverage:.0%} of held-out runs inside their {100 * self.level:g}% prediction interval"
+                 f"  {self.coverage:.0%} of held-out rows inside their {100 * self.level:g}% prediction interval"
                  + (" (calibrated on the fitted part's own leave-future-out errors)" if self.fit.calibration else ""),
                  "  coverage, nominal -> empirical: " + ", ".join(f"{100 * p:g}% -> {c:.0%}" for p, c in self.coverages)]
         for r in self.rows.head(12).itertuples():

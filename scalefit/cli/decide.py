@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from scalefit.cli.common import (add_table_options, compile_cache, key_values, level, positive_int, print_warnings,
-                                 read_table)
+from scalefit.cli.common import (add_table_options, check_writable, compile_cache, key_values, level, positive_int,
+                                 print_warnings, read_table)
 from scalefit.cli.fitting import EXIT_DEGENERATE
 from scalefit.conventions import CKind, NKind
 
@@ -343,8 +343,8 @@ def _report(args) -> int:
     if args.holdout_by != "C" or args.cutoff is not None:
         raise ValueError("scalefit report backtests the largest-compute runs (--holdout); for other splits "
                          "(--holdout-by, --cutoff) use scalefit fit")
-    table = read_table(args)
-    print_warnings(table)
+    check_writable(Path(args.out) / "report.md")  # before the fits, not after them
+    print_warnings(table := read_table(args))
     holdout = int(args.holdout) if args.holdout >= 1 else args.holdout
     curves = store_curves(args.table, table) if is_store(args.table) else None
     if not table.by:

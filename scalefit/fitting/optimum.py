@@ -126,7 +126,10 @@ def allocate_many(law: Law, point, samples, C, compute: ComputeModel = SIX_ND, *
     N0, D0 = (x[0] for x in optimal_split(law, point, C, compute, given))  # [m] each
     bad = ~np.isfinite(N0)
     if bad.any():
-        raise ValueError(f"the optimum of {law.name} at C = {C[bad][0]:.3g} lies outside D/N in e^-24..e^24")
+        odd = [f"{k} = {v:g} is outside the law's range [{lo:g}, {hi:g}]" for k, v in zip(law.param_names, point[0])
+               for lo, hi in [law.bounds.get(k, (-np.inf, np.inf))] if not lo <= v <= hi]
+        raise ValueError(f"the optimum of {law.name} at C = {C[bad][0]:.3g} lies outside D/N in e^-24..e^24"
+                         + (f" (law parameter {odd[0]})" if odd else ""))
     L0 = law.predict_paired(np.repeat(point, len(C), axis=0), N=N0, D=D0, **given)  # [m]
     rows = np.empty((0, point.shape[1])) if samples is None else np.atleast_2d(np.asarray(samples, float))
     if len(rows):

@@ -19,6 +19,8 @@ import pandas as pd
 import pytest
 
 from scalefit.cli import main, os_error_text
+from scalefit.fitting.laws import CHINCHILLA
+from scalefit.fitting.synthetic import draw_runs
 
 pytestmark = pytest.mark.entry
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,6 +129,12 @@ def test_out_in_a_path_through_a_file_fails_before_the_fit(audit, capsys):  # R1
     assert rc == 2 and "base.csv" in line and "expected a folder" in line and out == ""
 
 
+def test_report_out_through_a_file_fails_before_the_fits(audit, capsys):  # R13 (report --out)
+    rc, out, err = _run(capsys, "report", audit / "base.csv", "--out", audit / "base.csv" / "r")
+    line = _one_line(err)
+    assert rc == 2 and "base.csv" in line and "expected a folder" in line and out == ""
+
+
 def test_os_errors_name_the_path():  # R12 (full disk), R13 (read-only), F34 / J12 (a folder)
     assert "no space left" in os_error_text(OSError(errno.ENOSPC, "No space left on device", "/st/x.json"))
     assert "/st/x.json" in os_error_text(OSError(errno.EROFS, "Read-only file system", "/st/x.json"))
@@ -164,6 +172,15 @@ def test_fit_json_of_the_wrong_shape(audit, fit_json, capsys, case, make, expect
     assert rc == 2 and f"{case}.json" in line and expected in line
 
 
+def test_a_negative_exponent_has_no_optimum_and_says_which(audit, fit_json, capsys):  # J9
+    v = _variant(fit_json)
+    v["params"]["alpha"]["value"] = -0.3
+    (audit / "negative_alpha.json").write_text(json.dumps(v))
+    rc, _, err = _run(capsys, "forecast", audit / "negative_alpha.json", "--compute", "1e22")
+    assert rc == 2 and "(law parameter alpha = -0.3 is outside the law's range [0, 3])" in _one_line(err)
+    assert "RuntimeWarning" not in err
+
+
 def test_fit_json_that_is_not_text_or_a_file(audit, capsys):  # J2, J12
     (audit / "garbage.json").write_bytes(b"\xff\xfe\x00garbage")
     rc, _, err = _run(capsys, "forecast", audit / "garbage.json", "--compute", "1e22")
@@ -188,10 +205,7 @@ def test_a_closed_pipe_ends_quietly():  # C1
 
 
 def test_ctrl_c_during_a_fit_stops_at_once_with_130(tmp_path):  # C2
-    rng = np.random.default_rng(2)
-    N = np.exp(rng.uniform(np.log(1e7), np.log(3e9), 200_000))
-    D = N * np.exp(rng.uniform(np.log(5), np.log(100), N.size))
-    pd.DataFrame({"N": N, "D": D, "loss": _law(N, D) * np.exp(rng.normal(0, 0.01, N.size))}).to_csv(
+    draw_runs(CHINCHILLA, dict(E=E, A=A, B=B, alpha=ALPHA, beta=BETA), 200_000, seed=2).to_csv(
         tmp_path / "big.csv", index=False)
     # A cache of its own: a compiled solver from an earlier run would let the fit end before the signal.
     env = {**_env(), "SCALEFIT_CACHE": str(tmp_path / "cache")}

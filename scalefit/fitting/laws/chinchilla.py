@@ -56,8 +56,9 @@ def split(E, A, B, alpha, beta, C, compute):
         raise ValueError(f"no closed form under {compute.describe()}")
     k, g = compute.k, compute.gamma
     s = alpha + g * beta
-    N = (alpha * A / (g * beta * B)) ** (1.0 / s) * (np.asarray(C, float) / k) ** (beta / s)
-    return N, np.asarray(C, float) / (k * N**g)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # no optimum (an exponent <= 0): NaN
+        N = (alpha * A / (g * beta * B)) ** (1.0 / s) * (np.asarray(C, float) / k) ** (beta / s)
+        return N, np.asarray(C, float) / (k * N**g)
 
 
 def _optimum(P, C, compute):
