@@ -6,7 +6,8 @@ Candidates are forms x constraints x the N columns the table has x objectives:
   Chinchilla, Chinchilla with tied exponents (alpha = beta: Muennighoff et al. 2023, Gadre et al. 2024),
   Farseer (Li et al. 2025) where there are runs enough for nine parameters, and the data-constrained law
   (Muennighoff et al. 2023) where some runs repeat their data; with one D/N ratio (every run
-  compute-optimal) laws in C; with one D laws in N: the saturating power law and Kaplan's;
+  compute-optimal) laws in C and laws in N (C as reported or counted exactly is not a fixed multiple of
+  N^2, so the two differ); with one D laws in N: the saturating power law and Kaplan's;
 * constraints the user gives (`fixed`, e.g. E=1.6 or a=0.5), applied to every form that has them;
 * every N column the table carries (total, non-embedding, active: `n_columns`);
 * Huber delta 1e-3 (Hoffmann et al. 2022) and 1e-2 (closer to least squares);
@@ -88,7 +89,9 @@ def forms(table: FitTable) -> list[Law]:
     if len(np.unique(frame["D"])) < 2:
         out = [get_law("power_n"), get_law("kaplan_n")]
     elif collinear_inputs(CHINCHILLA, frame):
-        out = [get_law("power_c"), get_law("kaplan_c")]
+        # The rows order by N here (`crossval.order_key`) and a C counted as reported or exactly is not
+        # 6ND: whether the loss is a power law in C or in N is the cross-validation's to say.
+        out = [get_law("power_c"), get_law("kaplan_c"), get_law("power_n"), get_law("kaplan_n")]
     else:
         out = [CHINCHILLA, get_law("chinchilla_tied")]
         if "U" in frame and np.any(frame["D"] > 1.01 * frame["U"]):
