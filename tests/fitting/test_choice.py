@@ -136,3 +136,16 @@ def test_cli_law_auto_prints_the_ranking(tmp_path, capsys, synth):
     text = capsys.readouterr().out
     assert "law chosen by cross-validation" in text and "nominal -> empirical: 80% ->" in text
     assert FitResult.load(out).selection is not None
+
+
+def test_routed_runs_of_one_length_get_the_moe_forms_and_stay_apart_by_e():
+    # Runs differing only in their expert count are configurations of their own, not seeds of one.
+    N = np.repeat([1e7, 3e7, 1e8, 3e8], 3)
+    E = np.tile([1.0, 8.0, 64.0], 4)
+    D = np.where(np.arange(12) % 5 == 0, 2.49e5, 2.5e5)  # one length, off by a step count's rounding
+    df = pd.DataFrame({"N": N, "D": D, "E": E, "C": 6 * N * D, "loss": 3.0 - 0.1 * np.log(N / 1e7) - 0.02 * np.log(E)})
+    table = load_table(df, n_kind="active")
+    assert len(np.unique(crossval.run_groups(table.frame))) == 12
+    assert [f.name for f in choice.forms(table)] == list(choice.MOE_FORMS)
+    dense = load_table(df.assign(E=1.0), n_kind="active")
+    assert "clark_routing" not in {f.name for f in choice.forms(dense)}
