@@ -9,8 +9,10 @@ routed ones, as in the authors' example.ipynb.
 For each MoE law: the fit on sizes <= 370M, the forecast of every 1.3B run (dense and routed), mean and
 max |relative error| and R^2 of the forecasts. Beside it, in the same run, the reference the issue names:
 a dense law that ignores E (Kaplan's power law in N fitted on the dense runs <= 370M, applied at each
-1.3B run's active N). The law reported as best for a router is chosen on the training rows alone, by an
-inner backtest (fit <= 130M, forecast 370M), never by the 1.3B errors. Laws the data cannot identify
+1.3B run's active N). The law reported for a router is `law="auto"`'s choice on the training rows alone
+(`scalefit.fitting.choice`: the forms `MOE_FORMS` x Huber deltas, scored by leave-future-out
+cross-validation by rolling origin on the runs up to 370M), never by the 1.3B errors; every form's own
+1.3B errors are printed beside it. Laws the data cannot identify
 (no granularity, one training length) are listed with the reason; --curves also fits the joint
 law of Ludziejewski et al. 2025 to every evaluation from step 50,000 of the runs <= 370M (D in steps:
 tokens per step are not published), about 2 minutes per router.
@@ -27,15 +29,15 @@ import numpy as np
 import pandas as pd
 
 from scalefit.fitting import datasets
+from scalefit.fitting.choice import MOE_FORMS
 from scalefit.fitting.fitter import fit
 from scalefit.fitting.laws import get_law
 from scalefit.fitting.table import load_table
 
 ROUTERS = ("S-Base", "RL-R", "Hash")
-LAWS = ("clark_routing", "clark_routing_e")
 UNIDENTIFIED = ("joint_moe", "fine_grained_moe")  # need D or G to vary
 MIN_SPAN = 1.1  # least max / min of an input before its exponent means anything
-TEST, INNER = "1.3B", "370M"
+TEST = "1.3B"
 
 
 def errors(pred, obs) -> tuple[float, float, float]:
@@ -46,9 +48,9 @@ def errors(pred, obs) -> tuple[float, float, float]:
     return float(rel.mean()), float(rel.max()), float(r2)
 
 
-def forecast(law, train, test) -> np.ndarray:
-    r = fit(train, law)
-    return r.predict(**{c: test[c].to_numpy(float) for c in r.law.inputs}).loss
+def forecast(law, train, test, **kw) -> np.ndarray:
+    r = fit(train, law, **kw)
+    return r.predict(**{c: test[c].to_numpy(float) for c in r.law.inputs}).loss, r
 
 
 def main() -> None:
@@ -69,35 +71,33 @@ def main() -> None:
         table = load_table(d, n_kind="active", d_col="step", keep=["model_size_label", "router_type", "step"])
         size = table.frame["model_size_label"]
         train = table.subset((size != TEST).to_numpy(), f"fit: {router} and dense runs up to 370M")
-        inner = train.subset((train.frame["model_size_label"] != INNER).to_numpy(), "inner fit: up to 130M")
         test = table.frame[size == TEST]
-        inner_test = train.frame[train.frame["model_size_label"] == INNER]
         obs = test["loss"].to_numpy()
         print(f"\n{router}: fit on {len(train)} runs (15M-370M), forecast {len(test)} runs at 1.3B (E = "
               f"{', '.join(str(int(e)) for e in sorted(test['E']))})")
-        print(f"  {'law':<18}{'mean_err':>10}{'max_err':>10}{'r2':>8}{'inner_err':>11}{'seconds':>9}")
-        rows = {}
-        for law in LAWS:
+        print(f"  {'law':<26}{'mean_err':>10}{'max_err':>10}{'r2':>8}{'seconds':>9}")
+        for law in MOE_FORMS:
             t0 = time.perf_counter()
-            pred = forecast(law, train, test)
-            secs = time.perf_counter() - t0
-            inner_err = errors(forecast(law, inner, inner_test), inner_test["loss"])[0]
-            rows[law] = (*errors(pred, obs), inner_err)
-            print(f"  {law:<18}{rows[law][0]:>10.4f}{rows[law][1]:>10.4f}{rows[law][2]:>8.3f}{inner_err:>11.4f}"
-                  f"{secs:>9.1f}")
+            pred, _ = forecast(law, train, test)
+            row = errors(pred, obs)
+            print(f"  {law:<26}{row[0]:>10.4f}{row[1]:>10.4f}{row[2]:>8.3f}{time.perf_counter() - t0:>9.1f}")
+        t0 = time.perf_counter()
+        pred, auto = forecast("auto", train, test, bootstrap_resamples=0)
+        chosen = errors(pred, obs)
+        print(f"  {'auto':<26}{chosen[0]:>10.4f}{chosen[1]:>10.4f}{chosen[2]:>8.3f}{time.perf_counter() - t0:>9.1f}"
+              f"   ({auto.selection.chosen})")
         dense_train = train.subset((train.frame["router_type"] == "Dense").to_numpy(), "dense runs only")
         t0 = time.perf_counter()
-        dense = errors(forecast("kaplan_n", dense_train, test), obs)
-        print(f"  {'dense kaplan_n':<18}{dense[0]:>10.4f}{dense[1]:>10.4f}{dense[2]:>8.3f}{'':>11}"
+        dense = errors(forecast("kaplan_n", dense_train, test)[0], obs)
+        print(f"  {'dense kaplan_n':<26}{dense[0]:>10.4f}{dense[1]:>10.4f}{dense[2]:>8.3f}"
               f"{time.perf_counter() - t0:>9.1f}   (ignores E; fitted on {len(dense_train)} dense runs)")
         for law in UNIDENTIFIED:
             print(f"  {law}: {_unidentified(law, train.frame)}")
         if args.curves:
             joint = _joint_on_curves(router, test)
-            print(f"  {'joint_moe curves':<18}{joint[0]:>10.4f}{joint[1]:>10.4f}{joint[2]:>8.3f}")
-        best = min(LAWS, key=lambda k: rows[k][3])
-        print(f"  best by the inner backtest (fit <= 130M, forecast 370M): {best}")
-        summary.append((router, best, *rows[best][:3], dense[0]))
+            print(f"  {'joint_moe curves':<26}{joint[0]:>10.4f}{joint[1]:>10.4f}{joint[2]:>8.3f}")
+        print("  " + auto.selection.table().replace("\n", "\n  "))
+        summary.append((router, auto.law.name, *chosen, dense[0]))
 
     print("\nreference: a public law-discovery benchmark on these data (its own split: every router pooled, "
           "1.3B held out) reports extrapolation R^2 of about 0.70 for the paper's law form, 0.96 for the best "

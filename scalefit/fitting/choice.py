@@ -6,7 +6,10 @@ Candidates are forms x constraints x the N columns the table has x objectives:
   Chinchilla, Chinchilla with tied exponents (alpha = beta: Muennighoff et al. 2023, Gadre et al. 2024),
   Farseer (Li et al. 2025) where there are runs enough for nine parameters, and the data-constrained law
   (Muennighoff et al. 2023) where some runs repeat their data; with one D/N ratio (every run
-  compute-optimal) laws in C; with one D laws in N: the saturating power law and Kaplan's;
+  compute-optimal) laws in C and laws in N (C as reported or counted exactly is not a fixed multiple of
+  N^2, so the two differ); with one D laws in N: the saturating power law and Kaplan's; with an expert
+  count E varied at one training length (D spanning less than MIN_SPAN), the laws in active N and E
+  (`MOE_FORMS`: Clark et al. 2022 with and without the interaction, each also above an irreducible loss);
 * constraints the user gives (`fixed`, e.g. E=1.6 or a=0.5), applied to every form that has them;
 * every N column the table carries (total, non-embedding, active: `n_columns`);
 * Huber delta 1e-3 (Hoffmann et al. 2022) and 1e-2 (closer to least squares);
@@ -44,6 +47,11 @@ from scalefit.fitting.table import FitTable
 DELTAS = (1e-3, 1e-2)  # Huber thresholds tried
 MIN_TOKENS_PER_PARAM = (None, 4.0)  # row rules tried for laws in N and D (None: every row)
 MIN_KEPT_SHARE = 0.5  # a row rule that leaves fewer of the runs than this is not tried
+# Routed runs of one training length: Clark et al. 2022's eq. 1 and its separable form (c = 0, the fit
+# they start from), each also above an irreducible loss (the N term of Ludziejewski et al. 2025's joint
+# law, with and without its interaction gamma).
+MOE_FORMS = ("clark_routing", "clark_routing[c=0]", "clark_routing_e", "clark_routing_e[gamma=0]")
+MIN_SPAN = 1.1  # an input spanning less than this factor identifies no exponent (e.g. D of routed runs)
 
 
 @dataclass(frozen=True)
@@ -85,10 +93,15 @@ class Candidate:
 def forms(table: FitTable) -> list[Law]:
     """The forms the table's design can identify (module docstring)."""
     frame = table.frame
+    if "E" in frame and len(np.unique(frame["E"])) > 1 and np.ptp(np.log(frame["D"].to_numpy(float))) < \
+            math.log(MIN_SPAN):
+        return [get_law(name) for name in MOE_FORMS]
     if len(np.unique(frame["D"])) < 2:
         out = [get_law("power_n"), get_law("kaplan_n")]
     elif collinear_inputs(CHINCHILLA, frame):
-        out = [get_law("power_c"), get_law("kaplan_c")]
+        # The rows order by N here (`crossval.order_key`) and a C counted as reported or exactly is not
+        # 6ND: whether the loss is a power law in C or in N is the cross-validation's to say.
+        out = [get_law("power_c"), get_law("kaplan_c"), get_law("power_n"), get_law("kaplan_n")]
     else:
         out = [CHINCHILLA, get_law("chinchilla_tied")]
         if "U" in frame and np.any(frame["D"] > 1.01 * frame["U"]):

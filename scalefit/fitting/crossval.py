@@ -5,7 +5,7 @@ A scaling law is used to forecast runs larger than any it was fitted on, so it i
 2024's held-out checks): the runs are ordered by compute C (by model size N where every run has the same
 D/N: then they differ only in size), cut at several points, and each law is refitted below every cut and
 asked for the loss of every run above it. Runs that belong together (a run's checkpoints, seeds of one
-configuration: the same N, D and U) are ordered by their largest C and stay on one side of every cut.
+configuration: the same N, D, U, E and G) are ordered by their largest C and stay on one side of every cut.
 
 All refits of one law run together: a fold is a vector of row weights (zero above its cut), so the folds'
 starts share one compiled solver (`scalefit.fitting.solver`) with the full fit and its bootstrap.
@@ -32,7 +32,8 @@ CUT_GAP = 1.1  # a cut separates group keys that differ by more than this factor
 
 
 def run_groups(frame: pd.DataFrame) -> np.ndarray:
-    """Group index per row: rows of one run, and runs of one configuration (same N, D and U: seeds),
+    """Group index per row: rows of one run, and runs of one configuration (same N, D, U and, where the
+    table has them, expert count E and granularity G: seeds),
     belong together. Union of the two relations, by union-find."""
     n = len(frame)
     parent = np.arange(n)
@@ -43,7 +44,7 @@ def run_groups(frame: pd.DataFrame) -> np.ndarray:
             i = parent[i]
         return i
 
-    cols = [c for c in ("N", "D", "U") if c in frame]
+    cols = [c for c in ("N", "D", "U", "E", "G") if c in frame]  # routed runs differ in E (and G) alone
     for key in (frame["run"].astype(str).to_numpy(), frame[cols].round(12).astype(str).agg("|".join, axis=1)):
         first = {}
         for i, k in enumerate(key):

@@ -58,9 +58,25 @@ def test_auto_on_one_tokens_per_parameter_ratio_tries_laws_in_c():
     df = pd.DataFrame({"N": N, "D": 20 * N, "C": C, "loss": L * np.exp(0.002 * np.sin(np.arange(9)))})
     table = load_table(df)
     assert crossval.order_key(table.frame) == "N"
-    assert {f.name for f in choice.forms(table)} == {"power_c", "kaplan_c"}
+    assert {f.name for f in choice.forms(table)} == {"power_c", "kaplan_c", "power_n", "kaplan_n"}
     r = fit(table, "auto")
-    assert r.law.name == "power_c" and r.values()["E"] == pytest.approx(1.5, rel=0.05)
+    # C = 120 N^2 exactly: the saturating law in C and in N are one family here; either recovers E.
+    assert r.law.name in ("power_c", "power_n") and r.values()["E"] == pytest.approx(1.5, rel=0.05)
+
+
+@pytest.mark.parametrize("truth", ["power_c", "power_n"])
+def test_auto_on_one_ratio_tells_a_law_in_c_from_one_in_n(truth):
+    # Every run at 20 tokens per parameter, C counted with an attention-like term (not 6ND), so log C is
+    # not linear in log N: a power law in one of them is curved in the other, and only the future says which.
+    N = np.geomspace(1e8, 3e10, 10)
+    D = 20 * N
+    C = 6 * N * D + 3e5 * D * N ** 0.6
+    law = get_law(truth)
+    params = {"E": 1.5, "A": 300.0, "alpha": 0.12} if truth == "power_c" else {"E": 1.5, "A": 400.0, "alpha": 0.3}
+    L = law.predict(params, **({"C": C} if truth == "power_c" else {"N": N}))
+    df = pd.DataFrame({"N": N, "D": D, "C": C, "loss": L * np.exp(3e-5 * np.sin(np.arange(10)))})
+    r = fit(load_table(df, c_kind="exact"), "auto")
+    assert r.law.name == truth and r.values()["E"] == pytest.approx(1.5, rel=0.05)
 
 
 def test_pins_apply_to_every_candidate(synth):
@@ -120,3 +136,16 @@ def test_cli_law_auto_prints_the_ranking(tmp_path, capsys, synth):
     text = capsys.readouterr().out
     assert "law chosen by cross-validation" in text and "nominal -> empirical: 80% ->" in text
     assert FitResult.load(out).selection is not None
+
+
+def test_routed_runs_of_one_length_get_the_moe_forms_and_stay_apart_by_e():
+    # Runs differing only in their expert count are configurations of their own, not seeds of one.
+    N = np.repeat([1e7, 3e7, 1e8, 3e8], 3)
+    E = np.tile([1.0, 8.0, 64.0], 4)
+    D = np.where(np.arange(12) % 5 == 0, 2.49e5, 2.5e5)  # one length, off by a step count's rounding
+    df = pd.DataFrame({"N": N, "D": D, "E": E, "C": 6 * N * D, "loss": 3.0 - 0.1 * np.log(N / 1e7) - 0.02 * np.log(E)})
+    table = load_table(df, n_kind="active")
+    assert len(np.unique(crossval.run_groups(table.frame))) == 12
+    assert [f.name for f in choice.forms(table)] == list(choice.MOE_FORMS)
+    dense = load_table(df.assign(E=1.0), n_kind="active")
+    assert "clark_routing" not in {f.name for f in choice.forms(dense)}

@@ -165,3 +165,16 @@ def test_cli_forecast_of_a_routed_model(clark_paper_fits, tmp_path, capsys):
     assert main(["forecast", str(path), "--N", "1.3e9", "--E", "64"]) == 0
     out = capsys.readouterr().out
     assert f"loss {float(r.predict(N=1.3e9, E=64.0).loss):.4f}" in out and "N = 1.3e+09, E = 64" in out
+
+
+@pytest.mark.slow
+def test_auto_forecasts_clark_hash_runs_at_1_3b_from_those_up_to_370m():
+    raw = datasets.load("clark_routing")
+    d = raw[(raw["routing_frequency"] == 0.5) & (raw["k"] == 1) & raw["router_type"].isin(["Dense", "Hash"])]
+    table = load_table(d, n_kind="active", d_col="step", keep=["model_size_label"])
+    big = (table.frame["model_size_label"] == "1.3B").to_numpy()
+    r = fit(table.subset(~big, "up to 370M"), "auto", bootstrap_resamples=0)
+    assert r.law.name.startswith("clark_routing")  # a law in N and E, chosen on the rows up to 370M only
+    test = table.frame[big]
+    rel = np.abs(r.predict(N=test["N"].to_numpy(float), E=test["E"].to_numpy(float)).loss / test["loss"] - 1)
+    assert rel.mean() < 0.01 and rel.max() < 0.02
