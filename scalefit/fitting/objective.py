@@ -76,6 +76,16 @@ class Objective:
         return _omega(r, self.delta, self.over_penalty)
 
 
+def huber_numpy(r, delta: float, over: float):
+    """(rho, psi = d rho / d r, d psi / d r) of the Huber penalty at r, in numpy (the closed-form solvers of
+    `scalefit.fitting.varpro` run without compiled code): the same function as `Objective.__call__`."""
+    a = np.abs(r)
+    inside = a <= delta
+    scale = np.where(r > 0, over, 1.0)
+    rho = scale * np.where(inside, 0.5 * r * r, delta * (a - 0.5 * delta))
+    return rho, scale * np.clip(r, -delta, delta), scale * inside
+
+
 def _asym(r, x, over):
     return jnp.where(r > 0, over * x, x)
 

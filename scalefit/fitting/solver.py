@@ -46,6 +46,9 @@ POLISH_STARTS = 2  # subsample optima refined on every row (one compiled block)
 POLISH_GROWTH = 32
 
 
+MULTISTART_METHOD = "multi-start damped Newton (IRLS explore, exact-Hessian finish), float64, vmapped"
+
+
 class SolverError(ValueError):
     """No start of a fit produced a finite objective."""
 
@@ -260,6 +263,7 @@ class Multistart(NamedTuple):
     share_at_best: float  # fraction of all starts that ended within tolerance of the best objective
     converged: bool  # the best start met the gradient criterion
     scale: float = float("nan")  # fitted scale sigma (likelihood objective), else NaN
+    method: str = MULTISTART_METHOD  # how the optimum was searched, in words (`SolverInfo.solver`)
 
 
 def multistart(law: Law, logx, logy, weights, *, starts=None, objective: Objective = Objective(),

@@ -11,8 +11,14 @@ import numpy as np
 import functools
 
 from scalefit.fitting.laws.base import Law, lse, product, safe_log
+from scalefit.fitting.laws.separable import PowerSum
 
 PARAMS = ("E", "A", "B", "alpha", "beta")
+# Exponents the variable projection scans: each of alpha, beta from 0.1 to 2.5 in steps of 0.1 (wider than
+# Hoffmann's 0 .. 2 start grid; the refinement from the best cells then moves freely).
+EXPONENT_AXIS = tuple(np.round(np.arange(1, 26) * 0.1, 10))
+# A / N^alpha (theta a, alpha), B / D^beta (theta b, beta), E (theta e).
+POWER_SUM = PowerSum(coef=(0, 1, 2), powers=(((0, 3),), ((1, 4),), ()), exponent_grid=(EXPONENT_AXIS,) * 2)
 
 
 def _log_loss(theta, logx):
@@ -125,4 +131,5 @@ CHINCHILLA = Law(
     param_theta=(2, 0, 1, 3, 4),
     pin_derived=_pin_derived,
     collapse=("E",),
+    separable=POWER_SUM,
 )

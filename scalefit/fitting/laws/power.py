@@ -8,6 +8,11 @@ import itertools
 import numpy as np
 
 from scalefit.fitting.laws.base import Law, lse, product, safe_log
+from scalefit.fitting.laws.separable import PowerSum
+
+# The saturating law as a power sum: A / x^alpha (theta a, alpha) + E (theta e); alpha scanned from 0.02 to
+# 3 (its plausible range), finer than a start grid needs: a 1-D projection costs little.
+POWER_SUM = PowerSum(coef=(0, 1), powers=(((0, 2),), ()), exponent_grid=(tuple(np.round(np.arange(1, 151) * 0.02, 10)),))
 
 # ---- saturating power law: theta = (a, e, alpha), log y = LSE(a - alpha log x, e) -------------------
 
@@ -55,6 +60,7 @@ def saturating_power(var: str) -> Law:
         bounds={"E": (0.0, np.inf), "A": (0.0, np.inf), "alpha": (0.0, 3.0)},
         param_theta=(1, 0, 2),
         collapse=("E",),
+        separable=POWER_SUM,
     )
 
 
