@@ -81,9 +81,12 @@ def huber_numpy(r, delta: float, over: float):
     `scalefit.fitting.varpro` run without compiled code): the same function as `Objective.__call__`."""
     a = np.abs(r)
     inside = a <= delta
-    scale = np.where(r > 0, over, 1.0)
-    rho = scale * np.where(inside, 0.5 * r * r, delta * (a - 0.5 * delta))
-    return rho, scale * np.clip(r, -delta, delta), scale * inside
+    rho = np.where(inside, 0.5 * r * r, delta * (a - 0.5 * delta))
+    psi, curv = np.clip(r, -delta, delta), inside.astype(float)
+    if over == 1:  # symmetric: skip the per-row side factor (this runs inside every Newton step)
+        return rho, psi, curv
+    side = np.where(r > 0, over, 1.0)
+    return side * rho, side * psi, side * curv
 
 
 def _asym(r, x, over):

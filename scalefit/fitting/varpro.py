@@ -33,6 +33,7 @@ from scalefit.fitting.laws.separable import PowerSum
 from scalefit.fitting.objective import Objective, huber_numpy
 from scalefit.fitting.solver import SCREEN_ROWS, Multistart, Solution, SolverError, gtol_for
 
+STATE_BLOCK = 64  # starts whose Newton state is computed together (larger blocks fall out of the cache)
 IRLS_ROUNDS = 3  # Huber reweightings of each cell's least squares
 REFINE_CELLS = 8  # grid cells (local minima, best first) refined on the full objective
 METHOD = ("variable projection (exponent grid, coefficients by nonnegative least squares), best cells refined "
@@ -148,20 +149,29 @@ def _state(rows: _Rows, z, logy, w, objective: Objective):
     r = (m + np.log(tot))[:, 0] - logy  # [S, n]
     rho, psi, curv = huber_numpy(r, objective.delta, objective.over_penalty)
     wpsi, a = w * psi, w * (curv - psi)
-    J = [sum(p[:, k] * rows.U[k, j] for k in rows.uses[j]) for j in range(P)]  # P x [S, n]: d r / d theta_j
-    g = np.stack([np.einsum("sn,sn->s", wpsi, Jj) for Jj in J], axis=1)  # [S, P]
-    H = np.empty((S, P, P))
+    J = np.stack([sum(p[:, k] * rows.U[k, j] for k in rows.uses[j]) for j in range(P)], axis=1)  # [S, P, n]
+    g = np.einsum("sn,spn->sp", wpsi, J)
+    # Gauss-Newton part sum w (rho'' - psi) J J^T, plus the curvature of LSE: sum w psi p_k U_k U_k^T.
+    H = np.einsum("spn,sqn->spq", J * a[:, None, :], J)
     it = iter(rows.pairs)
     for i in range(P):
-        aJ = a * J[i]
         for j in range(i, P):
-            # Gauss-Newton part sum w (rho'' - psi) J_i J_j, plus the curvature of LSE: sum w psi p_k U_ki U_kj.
-            h = np.einsum("sn,sn->s", aJ, J[j])
             for k, uu in next(it):
-                h = h + (wpsi * p[:, k]) @ uu
-            H[:, i, j] = H[:, j, i] = h
+                h = (wpsi * p[:, k]) @ uu
+                H[:, i, j] += h
+                if i != j:
+                    H[:, j, i] += h
     f = np.sum(w * rho, axis=1)
     return np.where(np.isfinite(f), f, np.inf), g, H
+
+
+def _blocked(rows: _Rows, z, logy, w, objective: Objective):
+    """`_state` in blocks of STATE_BLOCK starts: the arrays of one block stay in the CPU's cache."""
+    if len(z) <= STATE_BLOCK:
+        return _state(rows, z, logy, w, objective)
+    parts = [_state(rows, z[lo:lo + STATE_BLOCK], logy, w[lo:lo + STATE_BLOCK], objective)
+             for lo in range(0, len(z), STATE_BLOCK)]
+    return tuple(np.concatenate(x) for x in zip(*parts))
 
 
 def refine(ps: PowerSum, theta0, logx, logy, weights, *, objective: Objective = Objective(), gtol: float = 1e-9,
@@ -175,7 +185,7 @@ def refine(ps: PowerSum, theta0, logx, logy, weights, *, objective: Objective = 
     w = np.array(np.broadcast_to(np.asarray(weights, float), (S, len(logy))))
     tol = gtol_for(gtol, w)  # [S]
     rows = _rows(ps, logx)
-    f, g, H = _state(rows, z, logy, w, objective)
+    f, g, H = _blocked(rows, z, logy, w, objective)
     lam = np.full(S, 1e-3)
     iters = np.zeros(S, int)
     going = np.isfinite(f)
@@ -191,7 +201,7 @@ def refine(ps: PowerSum, theta0, logx, logy, weights, *, objective: Objective = 
                 dz = np.linalg.solve(A, -g[a][:, :, None])[..., 0]
             except np.linalg.LinAlgError:  # a singular system somewhere: that start's step is rejected
                 dz = np.stack([np.linalg.lstsq(m, -v, rcond=None)[0] for m, v in zip(A, g[a])])
-            f1, g1, H1 = _state(rows, z[a] + dz, logy, w[a], objective)
+            f1, g1, H1 = _blocked(rows, z[a] + dz, logy, w[a], objective)
         ok = f1 < f[a]  # NaN compares False: rejected
         t = a[ok]
         z[t], f[t], g[t], H[t] = z[t] + dz[ok], f1[ok], g1[ok], H1[ok]
