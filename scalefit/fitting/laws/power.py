@@ -12,7 +12,8 @@ from scalefit.fitting.laws.separable import PowerSum
 
 # The saturating law as a power sum: A / x^alpha (theta a, alpha) + E (theta e); alpha scanned from 0.02 to
 # 3 (its plausible range), finer than a start grid needs: a 1-D projection costs little.
-POWER_SUM = PowerSum(coef=(0, 1), powers=(((0, 2),), ()), exponent_grid=(tuple(np.round(np.arange(1, 151) * 0.02, 10)),))
+POWER_SUM = PowerSum(coef=(0, 1), powers=(((0, 2),), ()),
+                     exponent_grid=(tuple(np.round(np.arange(1, 151) * 0.02, 10)),))
 
 # ---- saturating power law: theta = (a, e, alpha), log y = LSE(a - alpha log x, e) -------------------
 
