@@ -3,9 +3,10 @@
 Every law predicts log L from the logs of its inputs, in a fit-space parametrisation `theta` chosen so
 the objective is smooth and unconstrained (log-sum-exp forms, Hoffmann et al. 2022, App. D.2), and
 maps theta to the named parameters a user reads (E, A, B, alpha, beta ...). The fitter only calls
-`log_loss`, `grid`, `to_params` and `from_params`; everything downstream asks the law what it can do
-(`can_allocate`, `conditions`, `has_frontier`, `optimum`, `derived`), never its name. A law defined
-outside the package is fitted, predicted and allocated exactly like a shipped one.
+`log_loss`, `grid`, `to_params` and `from_params` (and `separable`, the power-sum form a law may
+declare: then it is evaluated in numpy and fitted by variable projection); everything downstream asks
+the law what it can do (`can_allocate`, `conditions`, `has_frontier`, `optimum`, `derived`), never its
+name. A law defined outside the package is fitted, predicted and allocated exactly like a shipped one.
 """
 
 from __future__ import annotations

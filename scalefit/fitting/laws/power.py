@@ -10,10 +10,10 @@ import numpy as np
 from scalefit.fitting.laws.base import Law, lse, product, safe_log
 from scalefit.fitting.laws.separable import PowerSum
 
-# The saturating law as a power sum: A / x^alpha (theta a, alpha) + E (theta e); alpha scanned from 0.02 to
-# 3 (its plausible range), finer than a start grid needs: a 1-D projection costs little.
+# The saturating law as a power sum: A / x^alpha (theta a, alpha) + E (theta e); alpha scanned from -0.5 to 3
+# in steps of 0.02 (0 left out: a second E), finer than a start grid needs: a 1-D projection costs little.
 POWER_SUM = PowerSum(coef=(0, 1), powers=(((0, 2),), ()),
-                     exponent_grid=(tuple(np.round(np.arange(1, 151) * 0.02, 10)),))
+                     exponent_grid=(tuple(v for v in np.round(np.arange(-25, 151) * 0.02, 10) if v != 0),))
 
 # ---- saturating power law: theta = (a, e, alpha), log y = LSE(a - alpha log x, e) -------------------
 
