@@ -13,8 +13,8 @@ chooses the law by leave-future-out cross-validation on the table's own rows (`s
 from __future__ import annotations
 
 from dataclasses import replace
+from importlib.metadata import version
 
-import jax
 import numpy as np
 
 from scalefit.conventions import NKind
@@ -158,7 +158,7 @@ def _fit_law(table: FitTable, law: Law, *, objective: Objective = Objective(), b
                      warnings=tuple(warnings), notes=tuple(table.notes), solver=solver,
                      bootstrap=boot, seed=seed, source=table.source, fingerprint=table.fingerprint,
                      n_kind=table.n_kind, c_kind=table.c_kind,
-                     versions={"scalefit": __version__, "jax": jax.__version__}, samples=samples,
+                     versions={"scalefit": __version__, "jax": version("jax")}, samples=samples,
                      compute=compute)
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import jax.numpy as jnp
 import numpy as np
 from scipy.special import ndtr
+
+from scalefit.fitting.lazy import jnp
 
 
 @dataclass(frozen=True)

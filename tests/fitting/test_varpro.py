@@ -2,6 +2,11 @@
 power-sum laws: the same optimum on the shipped Chinchilla/Epoch rows, exact recovery of a known law, and
 the same bootstrap intervals."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -135,3 +140,15 @@ def test_rising_loss_reaches_the_negative_exponent():
     fast = varpro.multistart(CHINCHILLA, logx, logy, np.ones(len(N)))
     assert fast.value < 1e-20
     assert CHINCHILLA.to_params(fast.best)[4] == pytest.approx(-0.1, rel=1e-6)
+
+
+def test_a_power_sum_fit_imports_no_jax():
+    # A fresh process: the fit, its bootstrap, predictions and the diagnosis all run in closed form.
+    code = ("import sys; from scalefit.fitting.fitter import fit; "
+            "r = fit('chinchilla', bootstrap_resamples=20); r.predict(N=1e9, D=2e10); "
+            "print(r.status, 'jax' in sys.modules)")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["converged", "False"]

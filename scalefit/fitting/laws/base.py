@@ -16,11 +16,10 @@ import itertools
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from scalefit.fitting.laws.separable import PowerSum
+from scalefit.fitting.lazy import jax, jnp
 
 # Inputs a compute budget C is split into; every other input of a law in them is a condition.
 BUDGET_INPUTS = ("N", "D")
