@@ -1,9 +1,14 @@
-"""Speed of the Chinchilla fit (Hoffmann's 4,500-start grid) and of a 1,000-resample bootstrap.
+"""Speed of the Chinchilla fit and of a 1,000-resample bootstrap, beside references taken in the same run.
 
-Prints scalefit's time beside a plain scipy L-BFGS-B loop over the same starts, measured in the same
-run on the same data (Chinchilla/Epoch, 240 rows), with an analytic gradient (and with finite
-differences when asked: --fd). `--scipy-starts K` times scipy on every (4500/K)-th start and scales
-to 4,500 (labelled "extrapolated"), for a quicker run.
+The fit `scalefit.fitting.fitter.fit` runs for Chinchilla (variable projection, `scalefit.fitting.varpro`)
+is timed beside two references on the same data (Chinchilla/Epoch, 240 rows, Huber delta 1e-3 on log
+loss): scalefit's compiled multi-start solver from Hoffmann's 4,500-start grid (`scalefit.fitting.solver`,
+the path every law without a power-sum form takes), and a plain scipy L-BFGS-B loop over the same 4,500
+starts with an analytic gradient (and with finite differences when asked: --fd). `--scipy-starts K`
+times scipy on every (4500/K)-th start and scales to 4,500 (labelled "extrapolated"), for a quicker run.
+The bootstrap (closed-form refits warm-started at the optimum) is timed beside the compiled solver on
+the same resamples. Ends with key=value lines: `seconds` is the fit's path, `old_seconds` the compiled
+multi-start (or compiled bootstrap), `scipy_seconds` the scipy loop, `speedup` = scipy / fit.
 
     python benchmarks/bench_fit.py [--scipy-starts 4500] [--fd] [--repeats 3]
 """
@@ -17,8 +22,10 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import huber
 
-from scalefit.fitting.fitter import bootstrap, multistart
+from scalefit.fitting import varpro
 from scalefit.fitting.laws import CHINCHILLA
+from scalefit.fitting.resample import bootstrap, resample_weights
+from scalefit.fitting.solver import multistart, solve
 from scalefit.fitting.table import load_table
 
 DELTA = 1e-3
@@ -51,12 +58,15 @@ def scipy_multistart(starts, logN, logD, logy, fd: bool):
 
 
 def timed(f, repeats: int):
-    ts = []
+    """(median wall seconds, median CPU seconds of this process, the last result) over `repeats` calls.
+    The CPU time (summed over the process's threads) shows what the call costs on a machine others share."""
+    ts, cs = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = f()
         ts.append(time.perf_counter() - t0)
-    return float(np.median(ts)), out
+        cs.append(time.process_time() - c0)
+    return float(np.median(ts)), float(np.median(cs)), out
 
 
 def main() -> None:
@@ -74,11 +84,22 @@ def main() -> None:
     grid = CHINCHILLA.grid(logx, logy)
 
     t0 = time.perf_counter()
+    fast = varpro.multistart(CHINCHILLA, logx, logy, w)
+    fast_first = time.perf_counter() - t0
+    secs, cpu, fast = timed(lambda: varpro.multistart(CHINCHILLA, logx, logy, w), args.repeats)
+    print(f"scalefit variable projection: {fast.n_starts} grid cells, {secs:.3f} s ({cpu:.3f} s CPU; first call "
+          f"{fast_first:.3f} s), "
+          f"objective {fast.value:.11f}, |grad| {fast.grad_norm:.2g}")
+
+    t0 = time.perf_counter()
     ms = multistart(CHINCHILLA, logx, logy, w)
     first = time.perf_counter() - t0
-    secs, ms = timed(lambda: multistart(CHINCHILLA, logx, logy, w), args.repeats)
-    print(f"scalefit multistart: {len(grid)} starts, {secs:.2f} s (first call with compile {first:.2f} s), "
-          f"objective {ms.value:.10f}, share at best {ms.share_at_best:.1%}")
+    old, old_cpu, ms = timed(lambda: multistart(CHINCHILLA, logx, logy, w), args.repeats)
+    print(f"scalefit compiled multistart: {len(grid)} starts, {old:.2f} s ({old_cpu:.2f} s CPU; first call with "
+          f"compile {first:.2f} s), "
+          f"objective {ms.value:.11f}, share at best {ms.share_at_best:.1%}")
+    print(f"  objectives differ by {abs(fast.value - ms.value):.2g}; parameters by at most "
+          f"{np.max(np.abs(CHINCHILLA.to_params(fast.best) / CHINCHILLA.to_params(ms.best) - 1)):.2g} (relative)")
 
     k = max(1, min(args.scipy_starts, len(grid)))
     sub = grid[:: len(grid) // k][:k]
@@ -86,23 +107,31 @@ def main() -> None:
     sp_val, _ = scipy_multistart(sub, logx[0], logx[1], logy, fd=False)
     sp = (time.perf_counter() - t0) * len(grid) / len(sub)
     tag = "" if len(sub) == len(grid) else f" (extrapolated from {len(sub)} starts)"
-    print(f"scipy L-BFGS-B analytic gradient: {sp:.1f} s{tag}, objective {sp_val:.10f}")
+    print(f"scipy L-BFGS-B analytic gradient: {sp:.1f} s{tag}, objective {sp_val:.11f}")
     if args.fd:
         t0 = time.perf_counter()
         fd_val, _ = scipy_multistart(sub, logx[0], logx[1], logy, fd=True)
         fd = (time.perf_counter() - t0) * len(grid) / len(sub)
-        print(f"scipy L-BFGS-B finite differences: {fd:.1f} s{tag}, objective {fd_val:.10f}")
+        print(f"scipy L-BFGS-B finite differences: {fd:.1f} s{tag}, objective {fd_val:.11f}")
 
     runs = np.arange(len(logy))
-    bootstrap(CHINCHILLA, ms.best, logx, logy, w, runs, n_resamples=args.resamples, seed=0)
-    bsecs, sol = timed(lambda: bootstrap(CHINCHILLA, ms.best, logx, logy, w, runs,
-                                         n_resamples=args.resamples, seed=1), args.repeats)
-    conv = float(np.mean(sol.grad_norm < 1e-9))
-    print(f"scalefit bootstrap: {args.resamples} resamples, {bsecs:.2f} s, {conv:.1%} converged (|grad| < 1e-9)")
+    B = args.resamples
+    bsecs, bcpu, sol = timed(lambda: bootstrap(CHINCHILLA, fast.best, logx, logy, w, runs, n_resamples=B, seed=1),
+                       args.repeats)
+    wb = resample_weights(runs, B, seed=1) * w[None, :]  # the same resamples, on the compiled solver
+    theta0 = np.repeat(fast.best[None, :], B, axis=0)
+    solve(CHINCHILLA, theta0, logx, logy, wb, hessian="exact")
+    bold, bold_cpu, ref = timed(lambda: solve(CHINCHILLA, theta0, logx, logy, wb, hessian="exact"), args.repeats)
+    ends, ends_old = (np.percentile(CHINCHILLA.to_params(x.theta), [2.5, 97.5], axis=0) for x in (sol, ref))
+    print(f"scalefit bootstrap: {B} resamples, {bsecs:.3f} s closed form ({bcpu:.3f} s CPU), {bold:.2f} s compiled "
+          f"solver ({bold_cpu:.2f} s CPU); converged {np.mean(sol.converged):.1%} / {np.mean(ref.converged):.1%}; "
+          f"95% interval ends differ by at most {np.max(np.abs(ends / ends_old - 1)):.2g} (relative)")
 
-    print(f"bench_fit multistart={len(grid)} seconds={secs:.3f} scipy_seconds={sp:.1f} speedup={sp / secs:.1f}")
-    print(f"bench_fit bootstrap={args.resamples} seconds={bsecs:.3f}")
-
+    print(f"bench_fit multistart={len(grid)} cells={fast.n_starts} seconds={secs:.4f} cpu_seconds={cpu:.4f} "
+          f"old_seconds={old:.3f} old_cpu_seconds={old_cpu:.3f} "
+          f"scipy_seconds={sp:.1f} speedup={sp / secs:.1f} objective={fast.value:.11f} old_objective={ms.value:.11f}")
+    print(f"bench_fit bootstrap={B} seconds={bsecs:.3f} cpu_seconds={bcpu:.3f} old_seconds={bold:.3f} "
+          f"old_cpu_seconds={bold_cpu:.3f}")
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,9 @@ JAX compilation cache and with a warm one, and of `scalefit --help`.
 
 Each command runs in a new Python process, as a user's shell starts it, with the cache in a temporary
 folder (`SCALEFIT_CACHE`, so the user's own cache is untouched). The reference, measured in the same run,
-is the floor no command can beat: a process that only imports JAX and pandas and runs one jitted op.
+is the floor of a command that compiles anything: a process that only imports JAX and pandas and runs one
+jitted op. A power-sum law's fit (Chinchilla's, `scalefit.fitting.varpro`) imports no JAX at all, so its
+command can beat it (and writes no cache entries).
 
     python benchmarks/bench_start.py [--repeats 3]
 """

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 from scipy.special import ndtri
 
 MAX_SCORES = 2000  # scores kept in a result (quantiles of more, for a compact JSON)
@@ -78,6 +77,8 @@ def fit_tau(err: np.ndarray, sigma: np.ndarray, dist: np.ndarray, weights=None) 
     def nll(log_tau):
         v = s2 + np.exp(2 * log_tau) * dist ** 2
         return float(np.sum(w * (np.log(v) + err ** 2 / v)))
+
+    from scipy.optimize import minimize_scalar  # here, not at the top: a slow import that a plain fit never needs
 
     res = minimize_scalar(nll, bounds=(math.log(1e-7), math.log(10.0)), method="bounded",
                           options={"xatol": 1e-6})

@@ -13,12 +13,12 @@ chooses the law by leave-future-out cross-validation on the table's own rows (`s
 from __future__ import annotations
 
 from dataclasses import replace
+from importlib.metadata import version
 
-import jax
 import numpy as np
 
 from scalefit.conventions import NKind
-from scalefit.fitting import choice
+from scalefit.fitting import choice, varpro
 from scalefit.fitting.compute import fit_compute_model
 from scalefit.fitting.diagnose import diagnose
 from scalefit.fitting.estimate import Estimate
@@ -90,7 +90,10 @@ def _fit_law(table: FitTable, law: Law, *, objective: Objective = Objective(), b
                        "intervals would have zero width. Name a column of run ids (run_col=..., --run-col), or "
                        "fit without a bootstrap")
 
-    ms = multistart(law, logx, logy, w, starts=starts, objective=objective, gtol=gtol)
+    if varpro.applies(law, objective, w, starts):  # a power-sum law: variable projection, no start grid
+        ms = varpro.multistart(law, logx, logy, w, objective=objective, gtol=gtol)
+    else:
+        ms = multistart(law, logx, logy, w, starts=starts, objective=objective, gtol=gtol)
     point = law.to_params(ms.best)  # [K]
     warnings = list(table.warnings)  # what reading the rows found (e.g. an unused column of another N kind)
     tol = float(gtol_for(gtol, w))
@@ -144,7 +147,7 @@ def _fit_law(table: FitTable, law: Law, *, objective: Objective = Objective(), b
 
     solver = SolverInfo(
         loss=objective.describe(), delta=objective.delta, over_penalty=objective.over_penalty,
-        solver="multi-start damped Newton (IRLS explore, exact-Hessian finish), float64, vmapped",
+        solver=ms.method,
         n_starts=ms.n_starts, share_at_best=ms.share_at_best, gtol=tol, grad_norm=ms.grad_norm,
         iterations=ms.iterations, residual_scale=residual_scale, n_free=law.n_free,
         scale=None if not objective.scale else ms.scale)
@@ -155,7 +158,7 @@ def _fit_law(table: FitTable, law: Law, *, objective: Objective = Objective(), b
                      warnings=tuple(warnings), notes=tuple(table.notes), solver=solver,
                      bootstrap=boot, seed=seed, source=table.source, fingerprint=table.fingerprint,
                      n_kind=table.n_kind, c_kind=table.c_kind,
-                     versions={"scalefit": __version__, "jax": jax.__version__}, samples=samples,
+                     versions={"scalefit": __version__, "jax": version("jax")}, samples=samples,
                      compute=compute)
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import jax.numpy as jnp
 import numpy as np
 from scipy.special import ndtr
+
+from scalefit.fitting.lazy import jnp
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,19 @@ class Objective:
     def irls_weight(self, r):
         """psi(r) / r: the weight of the row in iteratively reweighted least squares."""
         return _omega(r, self.delta, self.over_penalty)
+
+
+def huber_numpy(r, delta: float, over: float):
+    """(rho, psi = d rho / d r, d psi / d r) of the Huber penalty at r, in numpy (the closed-form solvers of
+    `scalefit.fitting.varpro` run without compiled code): the same function as `Objective.__call__`."""
+    a = np.abs(r)
+    inside = a <= delta
+    rho = np.where(inside, 0.5 * r * r, delta * (a - 0.5 * delta))
+    psi, curv = np.clip(r, -delta, delta), inside.astype(float)
+    if over == 1:  # symmetric: skip the per-row side factor (this runs inside every Newton step)
+        return rho, psi, curv
+    side = np.where(r > 0, over, 1.0)
+    return side * rho, side * psi, side * curv
 
 
 def _asym(r, x, over):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from scalefit.fitting import varpro
 from scalefit.fitting.laws import Law
 from scalefit.fitting.objective import Objective
 from scalefit.fitting.solver import BLOCK, Solution, solve
@@ -45,7 +46,10 @@ def bootstrap(law: Law, theta_hat, logx, logy, weights, runs, *, n_resamples: in
 
     Resamples are solved `chunk` at a time (whole solver blocks; fewer on a table so big that a chunk
     would hold more than BOOTSTRAP_CELLS weights), so a progress bar can advance and memory stays bounded.
+    A law with a power-sum form (`scalefit.fitting.varpro.applies`) is refitted by the same damped Newton
+    steps in closed form (`scalefit.fitting.varpro.refine`, numpy), the others by the compiled solver.
     """
+    closed_form = varpro.applies(law, objective, weights)
     counts, run_index = _run_counts(runs, n_resamples, seed)  # [B, n_runs], [n]
     w = np.asarray(weights, float)  # [n]
     n = len(w)
@@ -60,6 +64,10 @@ def bootstrap(law: Law, theta_hat, logx, logy, weights, runs, *, n_resamples: in
     for lo in chunks:
         wc = counts[lo:lo + chunk][:, run_index] * w[None, :]  # [chunk, n]
         theta0 = np.repeat(np.asarray(theta_hat, float)[None, :], len(wc), axis=0)
+        if closed_form:
+            parts.append(varpro.refine(law.separable, theta0, logx, logy, wc, objective=objective, gtol=gtol,
+                                       max_iter=max_iter))
+            continue
         parts.append(solve(law, theta0, logx, logy, wc, objective=objective, gtol=gtol, max_iter=max_iter,
                            hessian="exact", scale0=None if scale_hat is None else np.full(len(wc), scale_hat),
                            block=block))

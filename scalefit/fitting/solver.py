@@ -19,14 +19,12 @@ restriction of another (pinned parameters, tied exponents: `Law.solver_form`) ru
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from scalefit.fitting.laws import Law
+from scalefit.fitting.lazy import jax, jnp, lazy_jit
 from scalefit.fitting.objective import Objective, _omega, _psi, _rho  # noqa: F401  (Objective: importable here too)
 
 BLOCK = 64  # starts per compiled call: every solve is cut into (padded) blocks of this many
@@ -44,6 +42,9 @@ POLISH_STARTS = 2  # subsample optima refined on every row (one compiled block)
 # Between the screening subsample and every row, the refinement runs on subsamples this many times larger
 # each (1024 -> 32768 -> all): each stage starts near its optimum, so the costly passes over every row are few.
 POLISH_GROWTH = 32
+
+
+MULTISTART_METHOD = "multi-start damped Newton (IRLS explore, exact-Hessian finish), float64, vmapped"
 
 
 class SolverError(ValueError):
@@ -140,7 +141,7 @@ def _damped_newton(law, kind, logx, logy, w, M, c, pen, hyper):
     return fun, step
 
 
-@partial(jax.jit, static_argnames=("law", "kind"))
+@lazy_jit(static_argnames=("law", "kind"))
 def _solve_batch(z0, logx, logy, weights, M, c, pen, hyper, gtol, max_iter, use_exact, *, law, kind):
     # z0 [S, Q]; logx [n_inputs, n]; logy [n]; weights [S, n]; gtol [S]; M [Pb, Pb]; c [Pb]; pen [Pb];
     # hyper [2]; max_iter, use_exact: scalars shared by every start.
@@ -260,6 +261,7 @@ class Multistart(NamedTuple):
     share_at_best: float  # fraction of all starts that ended within tolerance of the best objective
     converged: bool  # the best start met the gradient criterion
     scale: float = float("nan")  # fitted scale sigma (likelihood objective), else NaN
+    method: str = MULTISTART_METHOD  # how the optimum was searched, in words (`SolverInfo.solver`)
 
 
 def multistart(law: Law, logx, logy, weights, *, starts=None, objective: Objective = Objective(),

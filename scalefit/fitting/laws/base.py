@@ -3,9 +3,10 @@
 Every law predicts log L from the logs of its inputs, in a fit-space parametrisation `theta` chosen so
 the objective is smooth and unconstrained (log-sum-exp forms, Hoffmann et al. 2022, App. D.2), and
 maps theta to the named parameters a user reads (E, A, B, alpha, beta ...). The fitter only calls
-`log_loss`, `grid`, `to_params` and `from_params`; everything downstream asks the law what it can do
-(`can_allocate`, `conditions`, `has_frontier`, `optimum`, `derived`), never its name. A law defined
-outside the package is fitted, predicted and allocated exactly like a shipped one.
+`log_loss`, `grid`, `to_params` and `from_params` (and `separable`, the power-sum form a law may
+declare: then it is evaluated in numpy and fitted by variable projection); everything downstream asks
+the law what it can do (`can_allocate`, `conditions`, `has_frontier`, `optimum`, `derived`), never its
+name. A law defined outside the package is fitted, predicted and allocated exactly like a shipped one.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import itertools
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+from scalefit.fitting.laws.separable import PowerSum
+from scalefit.fitting.lazy import jax, jnp
 
 # Inputs a compute budget C is split into; every other input of a law in them is a condition.
 BUDGET_INPUTS = ("N", "D")
@@ -93,6 +95,10 @@ class Law:
     # Reported parameters whose fall to ~0 (below COLLAPSE_RTOL x the smallest observed loss) means a
     # term of the law vanished: a degenerate fit (the irreducible loss E of the saturating forms).
     collapse: tuple[str, ...] = ()
+    # The law as a sum of power terms with nonnegative coefficients (`scalefit.fitting.laws.separable`):
+    # then it is evaluated in numpy and fitted by variable projection (`scalefit.fitting.varpro`) rather
+    # than from its start grid. None: the law has no such form (or does not say), and is fitted from `grid`.
+    separable: PowerSum | None = field(default=None, repr=False, compare=False, hash=False)
 
     def __str__(self) -> str:
         return self.name
@@ -155,6 +161,8 @@ class Law:
 
     def jacobian(self, theta: np.ndarray, logx: np.ndarray) -> np.ndarray:
         """d log L / d theta at fit-space `theta` [P] for log inputs `logx` [n_inputs, n]: [n, P], float64."""
+        if self.separable is not None:
+            return self.separable.jacobian(theta, logx)
         with jax.enable_x64(True):
             return np.asarray(_jacobian(self)(jnp.asarray(theta, jnp.float64), jnp.asarray(logx, jnp.float64)))
 
@@ -197,6 +205,8 @@ def _jacobian(law: Law):
 
 
 def _evaluate(law: Law, paired: bool, theta: np.ndarray, logx: np.ndarray) -> np.ndarray:
+    if law.separable is not None:  # closed form in numpy: no compilation for the laws that have one
+        return law.separable.log_loss(theta, logx)
     with jax.enable_x64(True):
         return np.asarray(_compiled(law, paired)(jnp.asarray(theta, jnp.float64), jnp.asarray(logx, jnp.float64)))
 
@@ -269,4 +279,4 @@ def _pin(base: Law, values: dict) -> Law:
         from_params=lambda p: base.from_params(np.where(np.isnan(full), np.asarray(p, float), full))[free],
         grid=lambda logx, logy: np.unique(base.grid(logx, logy)[:, free], axis=0),
         fixed=tuple(sorted(values.items())), param_theta=None, origin=base,
-        affine=(outer, M0 @ M, M0 @ c + c0))
+        affine=(outer, M0 @ M, M0 @ c + c0), separable=None)

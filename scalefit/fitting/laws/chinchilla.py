@@ -11,8 +11,15 @@ import numpy as np
 import functools
 
 from scalefit.fitting.laws.base import Law, lse, product, safe_log
+from scalefit.fitting.laws.separable import PowerSum
 
 PARAMS = ("E", "A", "B", "alpha", "beta")
+# Exponents the variable projection scans: each of alpha, beta from -0.5 to 2.5 in steps of 0.1, 0 left out
+# (that term would be a second E). Wider than Hoffmann's 0 .. 2 start grid, negative values included: a
+# loss that rises with N or D must reach the optimum the multi-start finds there, which the fit then flags.
+EXPONENT_AXIS = tuple(v for v in np.round(np.arange(-5, 26) * 0.1, 10) if v != 0)
+# A / N^alpha (theta a, alpha), B / D^beta (theta b, beta), E (theta e).
+POWER_SUM = PowerSum(coef=(0, 1, 2), powers=(((0, 3),), ((1, 4),), ()), exponent_grid=(EXPONENT_AXIS,) * 2)
 
 
 def _log_loss(theta, logx):
@@ -126,4 +133,5 @@ CHINCHILLA = Law(
     param_theta=(2, 0, 1, 3, 4),
     pin_derived=_pin_derived,
     collapse=("E",),
+    separable=POWER_SUM,
 )

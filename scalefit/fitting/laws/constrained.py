@@ -19,10 +19,10 @@ theta = (a, b, e, alpha, beta, r_d, r_n) with A, B, E, R_D*, R_N* = exp(a, b, e,
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 
 from scalefit.fitting.laws.base import Law, lse, product, safe_log
+from scalefit.fitting.lazy import jnp
 
 PARAMS = ("E", "A", "B", "alpha", "beta", "R_D_star", "R_N_star")
 

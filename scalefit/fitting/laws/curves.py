@@ -34,12 +34,11 @@ import itertools
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from scalefit.fitting.laws.base import Law, lse, safe_log
 from scalefit.fitting.laws.sums import CurvePoints, NodeSpec
+from scalefit.fitting.lazy import jax, jnp
 
 POINT = "curve_point"  # the input column of a bound curve law: 1-based index into its CurvePoints
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import itertools
 
-import jax.numpy as jnp
 import numpy as np
 
 from scalefit.fitting.laws.base import Law, lse
+from scalefit.fitting.lazy import jnp
 
 PARAMS = ("a1", "b1", "alpha", "a2", "b2", "beta", "a3", "b3", "gamma")
 

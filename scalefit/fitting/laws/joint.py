@@ -19,11 +19,11 @@ needs at least as many distinct sizes as it has coefficients: with two sizes L0 
 from __future__ import annotations
 
 import numpy as np
-import jax.numpy as jnp
 
 from scalefit.fitting.laws.base import safe_log
 from scalefit.fitting.laws.curves import CurveLaw
 from scalefit.fitting.laws.sums import CurvePoints
+from scalefit.fitting.lazy import jnp
 
 N_REF = 1e8  # the size the coefficients of "power" and "chinchilla" forms are quoted at
 FORM_SIZE = {"shared": 1, "power": 2, "chinchilla": 3}  # coefficients (and least distinct sizes) per form

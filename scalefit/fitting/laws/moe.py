@@ -40,10 +40,10 @@ from __future__ import annotations
 import itertools
 import math
 
-import jax.numpy as jnp
 import numpy as np
 
 from scalefit.fitting.laws.base import Law, lse, safe_log
+from scalefit.fitting.lazy import jnp
 
 LN10 = math.log(10.0)
 

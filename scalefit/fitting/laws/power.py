@@ -8,6 +8,12 @@ import itertools
 import numpy as np
 
 from scalefit.fitting.laws.base import Law, lse, product, safe_log
+from scalefit.fitting.laws.separable import PowerSum
+
+# The saturating law as a power sum: A / x^alpha (theta a, alpha) + E (theta e); alpha scanned from -0.5 to 3
+# in steps of 0.02 (0 left out: a second E), finer than a start grid needs: a 1-D projection costs little.
+POWER_SUM = PowerSum(coef=(0, 1), powers=(((0, 2),), ()),
+                     exponent_grid=(tuple(v for v in np.round(np.arange(-25, 151) * 0.02, 10) if v != 0),))
 
 # ---- saturating power law: theta = (a, e, alpha), log y = LSE(a - alpha log x, e) -------------------
 
@@ -55,6 +61,7 @@ def saturating_power(var: str) -> Law:
         bounds={"E": (0.0, np.inf), "A": (0.0, np.inf), "alpha": (0.0, 3.0)},
         param_theta=(1, 0, 2),
         collapse=("E",),
+        separable=POWER_SUM,
     )
 
 
