@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from scalefit.fitting import varpro
 from scalefit.fitting.calibrate import distance, reference
 from scalefit.fitting.laws import Law
 from scalefit.fitting.solver import BLOCK, Objective, solve
@@ -150,6 +151,10 @@ def fold_fits(law: Law, objective: Objective, logx, logy, w, train: np.ndarray, 
     None), all folds' starts solved together. Each fold starts from the law's grid for its own rows only
     (an even subsample of `max_starts` where the grid is larger), explored, and its best `keep` finished."""
     K = len(train)
+    if varpro.applies(law, objective, w):  # a power-sum law: each fold by variable projection, no compiling
+        fits = [varpro.multistart(law, logx, logy, np.asarray(w, float) * train[k], objective=objective, gtol=gtol)
+                for k in range(K)]
+        return np.stack([f.best for f in fits]), np.array([f.converged for f in fits]), None
     rng = np.random.default_rng(0)
     starts, owner = [], []
     for k in range(K):

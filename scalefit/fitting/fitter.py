@@ -64,7 +64,10 @@ def fit(table, law="chinchilla", *, objective: Objective = Objective(), bootstra
         law = law.with_fixed(**fixed)
     result = _fit_law(table, law, objective=objective, starts=starts, **options)
     if calibrate:
-        result = replace(result, calibration=choice.calibration_for(table, law, objective, gtol=gtol))
+        cal = choice.calibration_for(table, law, objective, gtol=gtol)
+        result = replace(result, calibration=cal) if cal is not None else replace(result, notes=result.notes + (
+            f"intervals not calibrated: no leave-future-out cut leaves {law.n_free + 1} groups of runs below it "
+            f"({law.n_free} parameters + 1)",))
     return result
 
 

@@ -89,3 +89,25 @@ def test_calibration_round_trips_and_old_files_read_back(synth, tmp_path):
         d.pop(k)
     old = FitResult.from_dict(d)
     assert old.calibration is None and old.reasons == () and old.values() == r.values()
+
+
+def test_too_few_runs_to_calibrate_is_said_not_hidden():
+    from scalefit.fitting.laws import CHINCHILLA
+    from scalefit.fitting.synthetic import draw_runs
+
+    truth = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
+    few = fit(draw_runs(CHINCHILLA, truth, 6, seed=1), "chinchilla", calibrate=True)
+    assert few.calibration is None
+    assert any(n.startswith("intervals not calibrated: no leave-future-out cut leaves 6 groups") for n in few.notes)
+    enough = fit(draw_runs(CHINCHILLA, truth, 60, seed=1), "chinchilla", calibrate=True)
+    assert enough.calibration is not None and not any("not calibrated" in n for n in enough.notes)
+
+
+def test_the_cli_fit_calibrates_unless_told_not_to(tmp_path, capsys):
+    from scalefit import cli
+
+    for flag, calibrated in (([], True), (["--no-calibrate"], False)):
+        out = tmp_path / f"fit{len(flag)}.json"
+        assert cli.main(["fit", "chinchilla", "--holdout", "0", "--out", str(out), *flag]) == 0
+        assert (FitResult.load(out).calibration is not None) is calibrated
+    capsys.readouterr()
