@@ -180,6 +180,9 @@ def test_routed_runs_of_several_lengths_get_the_joint_law_and_forecast_larger_ru
     test = table.frame[big]
     x = {c: test[c].to_numpy(float) for c in ("N", "D", "E")}
     pred = r.predict(**x).loss
+    print(f"\n{r.selection.table()}\nheld-out 2B runs: mean {np.mean(np.abs(pred / test['loss'] - 1)):.2%}, "
+          f"max {np.max(np.abs(pred / test['loss'] - 1)):.2%}; the drawing law's own: "
+          f"{np.mean(np.abs(joint.predict(JOINT_TRUTH, **x) / test['loss'] - 1)):.2%}")
     # The 2B runs (2.5x the largest fitted N) forecast as well as the noise (0.5%) allows, and close to
     # the law that drew them.
     assert np.mean(np.abs(pred / test["loss"] - 1)) < 0.01 and np.max(np.abs(pred / test["loss"] - 1)) < 0.025
@@ -187,11 +190,18 @@ def test_routed_runs_of_several_lengths_get_the_joint_law_and_forecast_larger_ru
     assert r.values()["alpha"] == pytest.approx(-0.34, abs=0.05)
 
 
-def test_granularity_with_several_lengths_gets_the_fine_grained_law():
+def test_granularity_with_several_lengths_gets_the_fine_grained_law_and_forecasts_larger_runs():
     fine = get_law("fine_grained_moe")
     truth = dict(a=300.0, alpha=0.34, b=410.7, beta=0.28, g=106.4, gamma=0.58, c=1.69)
-    df = _routed_runs(fine, truth, {"G": [1.0, 2.0, 8.0]}, noise=0.0)
-    assert [f.name for f in choice.forms(load_table(df, n_kind="active"))] == ["fine_grained_moe"]
+    df = _routed_runs(fine, truth, {"G": [1.0, 2.0, 8.0]})
+    table = load_table(df, n_kind="active")
+    assert [f.name for f in choice.forms(table)] == ["fine_grained_moe"]
+    big = (table.frame["N"] > 1.5e9).to_numpy()
+    r = fit(table.subset(~big, "up to 800M"), "auto", bootstrap_resamples=0)
+    test = table.frame[big]
+    rel = np.abs(r.predict(**{c: test[c].to_numpy(float) for c in ("N", "D", "G")}).loss / test["loss"] - 1)
+    print(f"\n{r.selection.table()}\nheld-out 2B runs: mean {rel.mean():.2%}, max {rel.max():.2%}")
+    assert r.law.name == "fine_grained_moe" and rel.mean() < 0.01 and rel.max() < 0.025
     # E and G both varied: each routed law that reads one of them is a candidate.
     both = load_table(df.assign(E=np.where(df["G"] > 1, 8.0, 1.0)), n_kind="active")
     assert {f.name for f in choice.forms(both)} == {"joint_moe", "joint_moe[gamma=0, zeta=0]", "fine_grained_moe"}
