@@ -10,7 +10,7 @@ For each MoE law: the fit on sizes <= 370M, the forecast of every 1.3B run (dens
 max |relative error| and R^2 of the forecasts. Beside it, in the same run, the reference the issue names:
 a dense law that ignores E (Kaplan's power law in N fitted on the dense runs <= 370M, applied at each
 1.3B run's active N). The law reported for a router is `law="auto"`'s choice on the training rows alone
-(`scalefit.fitting.choice`: the forms `MOE_FORMS` x Huber deltas, scored by leave-future-out
+(`scalefit.fitting.choice`: the routed forms the rows identify x Huber deltas, scored by leave-future-out
 cross-validation by rolling origin on the runs up to 370M), never by the 1.3B errors; every form's own
 1.3B errors are printed beside it. Laws the data cannot identify
 (no granularity, one training length) are listed with the reason; --curves also fits the joint
@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from scalefit.fitting import datasets
-from scalefit.fitting.choice import MOE_FORMS
+from scalefit.fitting.choice import routed_forms
 from scalefit.fitting.fitter import fit
 from scalefit.fitting.laws import get_law
 from scalefit.fitting.table import load_table
@@ -76,7 +76,7 @@ def main() -> None:
         print(f"\n{router}: fit on {len(train)} runs (15M-370M), forecast {len(test)} runs at 1.3B (E = "
               f"{', '.join(str(int(e)) for e in sorted(test['E']))})")
         print(f"  {'law':<26}{'mean_err':>10}{'max_err':>10}{'r2':>8}{'seconds':>9}")
-        for law in MOE_FORMS:
+        for law in [f.name for f in routed_forms(train)]:
             t0 = time.perf_counter()
             pred, _ = forecast(law, train, test)
             row = errors(pred, obs)

@@ -8,8 +8,11 @@ Candidates are forms x constraints x the N columns the table has x objectives:
   (Muennighoff et al. 2023) where some runs repeat their data; with one D/N ratio (every run
   compute-optimal) laws in C and laws in N (C as reported or counted exactly is not a fixed multiple of
   N^2, so the two differ); with one D laws in N: the saturating power law and Kaplan's; with an expert
-  count E varied at one training length (D spanning less than MIN_SPAN), the laws in active N and E
-  (`MOE_FORMS`: Clark et al. 2022 with and without the interaction, each also above an irreducible loss);
+  count E or a granularity G varied, the routed forms (`ROUTED_FORMS`) the design identifies, told apart by
+  what they read, not by name: at one training length (D spanning less than MIN_SPAN) the laws in active
+  N and E (Clark et al. 2022 with and without the interaction, each also above an irreducible loss);
+  with D varied too the laws in N, D and E (Ludziejewski et al. 2025, with and without its interactions)
+  and, where G varies, in N, D and G (Krajewski et al. 2024);
 * constraints the user gives (`fixed`, e.g. E=1.6 or a=0.5), applied to every form that has them;
 * every N column the table carries (total, non-embedding, active: `n_columns`);
 * Huber delta 1e-3 (Hoffmann et al. 2022) and 1e-2 (closer to least squares);
@@ -47,10 +50,14 @@ from scalefit.fitting.table import FitTable
 DELTAS = (1e-3, 1e-2)  # Huber thresholds tried
 MIN_TOKENS_PER_PARAM = (None, 4.0)  # row rules tried for laws in N and D (None: every row)
 MIN_KEPT_SHARE = 0.5  # a row rule that leaves fewer of the runs than this is not tried
-# Routed runs of one training length: Clark et al. 2022's eq. 1 and its separable form (c = 0, the fit
-# they start from), each also above an irreducible loss (the N term of Ludziejewski et al. 2025's joint
-# law, with and without its interaction gamma).
-MOE_FORMS = ("clark_routing", "clark_routing[c=0]", "clark_routing_e", "clark_routing_e[gamma=0]")
+# Forms for routed runs, offered where the design identifies what they read (`routed_forms`). One training
+# length: Clark et al. 2022's eq. 1 and its separable form (c = 0, the fit they start from), each also
+# above an irreducible loss (the N term of Ludziejewski et al. 2025's joint law, with and without its
+# interaction gamma). Several: that joint law in N, D and E, with and without its interactions (gamma,
+# zeta), and Krajewski et al. 2024's law in N, D and granularity G.
+ROUTED_FORMS = ("clark_routing", "clark_routing[c=0]", "clark_routing_e", "clark_routing_e[gamma=0]",
+                "joint_moe", "joint_moe[gamma=0,zeta=0]", "fine_grained_moe")
+ROUTED_INPUTS = ("E", "G")  # what sets a routed run apart from its dense model of the same active N
 MIN_SPAN = 1.1  # an input spanning less than this factor identifies no exponent (e.g. D of routed runs)
 
 
@@ -90,12 +97,34 @@ class Candidate:
         return f"{self.law.name}, {obj}, N {self.table.n_kind}{rows}"
 
 
+def varied(frame) -> set[str]:
+    """The inputs the rows vary: N, and D where it spans MIN_SPAN; E and G where they take two values."""
+    out = {"N"}
+    if np.ptp(np.log(frame["D"].to_numpy(float))) >= math.log(MIN_SPAN):
+        out.add("D")
+    return out | {c for c in ROUTED_INPUTS if c in frame and len(np.unique(frame[c])) > 1}
+
+
+def routed_forms(table: FitTable) -> list[Law]:
+    """The `ROUTED_FORMS` the design identifies: each reads only inputs the rows vary, reads D exactly when
+    D varies (a law without D at several training lengths mixes them up), and reads a routed input (E, G)
+    that varies. Empty for a dense table, or an E column that holds one value."""
+    have = varied(table.frame)
+    out = []
+    for name in ROUTED_FORMS:
+        law = get_law(name)
+        reads = set(law.inputs)
+        if reads <= have and ("D" in reads) == ("D" in have) and reads & set(ROUTED_INPUTS):
+            out.append(law)
+    return out
+
+
 def forms(table: FitTable) -> list[Law]:
     """The forms the table's design can identify (module docstring)."""
     frame = table.frame
-    if "E" in frame and len(np.unique(frame["E"])) > 1 and np.ptp(np.log(frame["D"].to_numpy(float))) < \
-            math.log(MIN_SPAN):
-        return [get_law(name) for name in MOE_FORMS]
+    routed = routed_forms(table)
+    if routed:
+        return routed
     if len(np.unique(frame["D"])) < 2:
         out = [get_law("power_n"), get_law("kaplan_n")]
     elif collinear_inputs(CHINCHILLA, frame):

@@ -146,6 +146,65 @@ def test_routed_runs_of_one_length_get_the_moe_forms_and_stay_apart_by_e():
     df = pd.DataFrame({"N": N, "D": D, "E": E, "C": 6 * N * D, "loss": 3.0 - 0.1 * np.log(N / 1e7) - 0.02 * np.log(E)})
     table = load_table(df, n_kind="active")
     assert len(np.unique(crossval.run_groups(table.frame))) == 12
-    assert [f.name for f in choice.forms(table)] == list(choice.MOE_FORMS)
+    assert [f.name for f in choice.forms(table)] == ["clark_routing", "clark_routing[c=0]", "clark_routing_e",
+                                                     "clark_routing_e[gamma=0]"]
     dense = load_table(df.assign(E=1.0), n_kind="active")
     assert "clark_routing" not in {f.name for f in choice.forms(dense)}
+
+
+JOINT_TRUTH = dict(a=406.4, alpha=-0.34, delta=-0.25, gamma=0.01, b=410.7, beta=-0.28, omega=-0.05, zeta=0.0,
+                   c=1.69, E_start=1.2, E_max=300.0)  # Hoffmann et al.'s dense terms, experts lowering the N term
+
+
+def _routed_runs(law, truth, routed: dict, noise=0.005, seed=0):
+    """Every size x tokens-per-parameter x routed setting ({column: values}), loss from `law` x exp(noise z)."""
+    col, values = next(iter(routed.items()))
+    N, tpp, R = (a.ravel() for a in np.meshgrid(np.geomspace(2e7, 2e9, 6), [5.0, 20.0, 80.0], values,
+                                                indexing="ij"))
+    D = N * tpp
+    loss = law.predict(truth, N=N, D=D, **{col: R}) * np.exp(np.random.default_rng(seed).normal(0, noise, len(N)))
+    return pd.DataFrame({"N": N, "D": D, col: R, "C": 6 * N * D, "loss": loss})
+
+
+def test_routed_runs_of_several_lengths_get_the_joint_law_and_forecast_larger_runs():
+    # Runs from Ludziejewski et al.'s joint law in (N, D, E): the laws in N and E alone mix the lengths up
+    # and the dense forms ignore E, so the candidates are the joint law with and without its interactions.
+    joint = get_law("joint_moe")
+    df = _routed_runs(joint, JOINT_TRUTH, {"E": [1.0, 4.0, 16.0, 64.0]})
+    table = load_table(df, n_kind="active")
+    assert [f.name for f in choice.forms(table)] == ["joint_moe", "joint_moe[gamma=0, zeta=0]"]
+    assert len(np.unique(crossval.run_groups(table.frame))) == len(df)  # E alone sets runs apart
+    big = (table.frame["N"] > 1.5e9).to_numpy()
+    r = fit(table.subset(~big, "up to 800M"), "auto", bootstrap_resamples=0)
+    assert r.law.name.startswith("joint_moe") and r.status == "converged"
+    test = table.frame[big]
+    x = {c: test[c].to_numpy(float) for c in ("N", "D", "E")}
+    pred = r.predict(**x).loss
+    print(f"\n{r.selection.table()}\nheld-out 2B runs: mean {np.mean(np.abs(pred / test['loss'] - 1)):.2%}, "
+          f"max {np.max(np.abs(pred / test['loss'] - 1)):.2%}; the drawing law's own: "
+          f"{np.mean(np.abs(joint.predict(JOINT_TRUTH, **x) / test['loss'] - 1)):.2%}")
+    # The 2B runs (2.5x the largest fitted N) forecast as well as the noise (0.5%) allows, and close to
+    # the law that drew them.
+    assert np.mean(np.abs(pred / test["loss"] - 1)) < 0.01 and np.max(np.abs(pred / test["loss"] - 1)) < 0.025
+    assert np.mean(np.abs(pred / joint.predict(JOINT_TRUTH, **x) - 1)) < 0.005
+    assert r.values()["alpha"] == pytest.approx(-0.34, abs=0.05)
+
+
+def test_granularity_with_several_lengths_gets_the_fine_grained_law_and_forecasts_larger_runs():
+    fine = get_law("fine_grained_moe")
+    truth = dict(a=300.0, alpha=0.34, b=410.7, beta=0.28, g=106.4, gamma=0.58, c=1.69)
+    df = _routed_runs(fine, truth, {"G": [1.0, 2.0, 8.0]})
+    table = load_table(df, n_kind="active")
+    assert [f.name for f in choice.forms(table)] == ["fine_grained_moe"]
+    big = (table.frame["N"] > 1.5e9).to_numpy()
+    r = fit(table.subset(~big, "up to 800M"), "auto", bootstrap_resamples=0)
+    test = table.frame[big]
+    rel = np.abs(r.predict(**{c: test[c].to_numpy(float) for c in ("N", "D", "G")}).loss / test["loss"] - 1)
+    print(f"\n{r.selection.table()}\nheld-out 2B runs: mean {rel.mean():.2%}, max {rel.max():.2%}")
+    assert r.law.name == "fine_grained_moe" and rel.mean() < 0.01 and rel.max() < 0.025
+    # E and G both varied: each routed law that reads one of them is a candidate.
+    both = load_table(df.assign(E=np.where(df["G"] > 1, 8.0, 1.0)), n_kind="active")
+    assert {f.name for f in choice.forms(both)} == {"joint_moe", "joint_moe[gamma=0, zeta=0]", "fine_grained_moe"}
+    # Without the routed columns varying the dense design's forms come back.
+    assert {f.name for f in choice.forms(load_table(df.assign(G=1.0), n_kind="active"))} == {
+        "chinchilla", "chinchilla[a=0.5]"}
