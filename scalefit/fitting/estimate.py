@@ -27,7 +27,9 @@ class Estimate:
             return Estimate(float(value))
         q = 100 * (1 - level) / 2
         lo, hi = np.percentile(s, [q, 100 - q])
-        return Estimate(float(value), float(np.std(s, ddof=1)), (float(lo), float(hi)))
+        with np.errstate(over="ignore"):  # refits far out along a flat direction: an SE of inf says so
+            se = float(np.std(s, ddof=1))
+        return Estimate(float(value), se, (float(lo), float(hi)))
 
     def to_dict(self) -> dict:
         return {"value": self.value, "se": self.se, "ci": None if self.ci is None else list(self.ci)}
