@@ -8,7 +8,9 @@ asked for the loss of every run above it. Runs that belong together (a run's che
 configuration: the same N, D, U, E and G) are ordered by their largest C and stay on one side of every cut.
 
 All refits of one law run together: a fold is a vector of row weights (zero above its cut), so the folds'
-starts share one compiled solver (`scalefit.fitting.solver`) with the full fit and its bootstrap.
+starts share one compiled solver (`scalefit.fitting.solver`) with the full fit and its bootstrap; a law
+with a power-sum form is refitted per fold by variable projection instead (`scalefit.fitting.varpro`), as
+its full fit is.
 """
 
 from __future__ import annotations
