@@ -93,6 +93,10 @@ class Law:
     # Reported parameters whose fall to ~0 (below COLLAPSE_RTOL x the smallest observed loss) means a
     # term of the law vanished: a degenerate fit (the irreducible loss E of the saturating forms).
     collapse: tuple[str, ...] = ()
+    # One evaluation sums many terms (curve laws: thousands of schedule terms per point), so the solver pads
+    # a batch of starts only to a power of two, not to a whole block: there the padding's work, not the
+    # compilation it saves, is the cost.
+    costly: bool = False
 
     def __str__(self) -> str:
         return self.name
