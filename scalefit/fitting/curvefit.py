@@ -6,6 +6,11 @@ multi-start damped Newton, run-level bootstrap (a curve is a run: its points are
 It refuses a design that cannot identify the law (no decay for the loss-drop terms; too few sizes for a
 joint law's N-dependence) unless the parameters concerned are pinned ("multipower[gamma=0.6]").
 
+Every evaluation of a curve law sums the schedule terms of every point, so the start grid is screened on a
+smaller table where the curves' sums have more than SCREEN_NODES nodes: every k-th point of each curve (its
+last kept), the grid run to convergence there, and the best POLISH_STARTS optima refined on every point by
+the same objective. The optimum is the full table's; only the search for it is cheaper.
+
 `CurveFit.predict(schedule, steps)` is the loss after `steps` updates of a schedule never run, with the
 bootstrap interval of the law and the interval of one curve's point (`scalefit.fitting.predict`): the law is
 bound to that schedule's sums and evaluated with the fitted parameters and every bootstrap draw.
