@@ -135,7 +135,7 @@ def fit_curves(curves: CurveTable, law="multipower", *, objective: Objective = O
     if screen is not None:
         ms, k, n_sub = screen
         result = replace(result, solver=replace(result.solver, n_starts=ms.n_starts, share_at_best=ms.share_at_best),
-                         notes=(*result.notes, f"the {ms.n_starts} starts were screened on every {k}th point of each "
+                         notes=(*result.notes, f"the {ms.n_starts} starts were screened on one point in {k} of each "
                                 f"curve ({n_sub} of {len(curves)} points; share at best as there), the best "
                                 f"{min(POLISH_STARTS, len(ms.finalists))} refined on every point"))
     return CurveFit(result=result, family=family, pins=tuple(sorted(pins.items())))
@@ -150,7 +150,7 @@ def _screen(curves: CurveTable, family: CurveLaw, pins: dict, objective: Objecti
     k = math.ceil(nodes / SCREEN_NODES)
     f = curves.frame
     back = f.groupby("curve", sort=False)["step"].rank(ascending=False, method="first").to_numpy() - 1
-    sub = curves.subset(mask=back % k == 0, note=f"every {k}th point of each curve")
+    sub = curves.subset(mask=back % k == 0, note=f"one point in {k} of each curve")
     law = family.bind(sub.points(family.spec))
     law = law.with_fixed(**pins) if pins else law
     frame = sub.fit_table().frame
