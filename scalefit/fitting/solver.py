@@ -41,6 +41,7 @@ GTOL_WEIGHT = 256.0
 # the search is then the same work for a table of 1e4 or 1e6 rows, and memory stays O(rows).
 SCREEN_ROWS = 1024
 POLISH_STARTS = 2  # subsample optima refined on every row (one compiled block)
+COSTLY_FINISH = 4  # starts of a `Law.costly` law that run to the end after the exact screen
 # Between the screening subsample and every row, the refinement runs on subsamples this many times larger
 # each (1024 -> 32768 -> all): each stage starts near its optimum, so the costly passes over every row are few.
 POLISH_GROWTH = 32
@@ -275,8 +276,8 @@ def multistart(law: Law, logx, logy, weights, *, starts=None, objective: Objecti
     exact-Hessian damped Newton until the gradient norm is below `gtol` (per `GTOL_WEIGHT` of row
     weight, `gtol_for`), every start whose stage-1 objective is within `keep_factor` of the lowest (at
     least `keep`, at most `max_keep`; a whole number of solver blocks); when that is more than one
-    block (for a `Law.costly` law: more than POLISH_STARTS), all of them get FINISH_SCREEN_ITER exact steps
-    and the best block (POLISH_STARTS) of them runs to the end: under vmap every start waits for the slowest.
+    block (for a `Law.costly` law: more than COSTLY_FINISH), all of them get FINISH_SCREEN_ITER exact steps
+    and the best block (COSTLY_FINISH) of them runs to the end: under vmap every start waits for the slowest.
     Starts cut after stage 1 count as not reaching the best in `share_at_best` (objective within
     best * (1 + rtol_best)).
 
@@ -353,7 +354,7 @@ def _search(law, theta0, logx, logy, w, *, objective, gtol, explore_iter, keep, 
     near = int(np.sum(s1.value <= keep_factor * s1.value[order[0]] + 1e-300))
     n_keep = min(len(order), max_keep, BLOCK * math.ceil(max(near, keep, 1) / BLOCK))
     top = order[:n_keep]
-    finish = POLISH_STARTS if law.costly else BLOCK
+    finish = COSTLY_FINISH if law.costly else BLOCK
     s2 = solve(law, s1.theta[top], logx, logy, w, objective=objective, gtol=gtol,
                max_iter=max_iter if n_keep <= finish else FINISH_SCREEN_ITER, hessian="exact",
                scale0=None if s1.scale is None else s1.scale[top])
