@@ -6,6 +6,11 @@ multi-start damped Newton, run-level bootstrap (a curve is a run: its points are
 It refuses a design that cannot identify the law (no decay for the loss-drop terms; too few sizes for a
 joint law's N-dependence) unless the parameters concerned are pinned ("multipower[gamma=0.6]").
 
+Every evaluation of a curve law sums the schedule terms of every point, so the start grid is screened on a
+smaller table where the curves' sums have more than SCREEN_NODES nodes: every k-th point of each curve (its
+last kept), the grid run to convergence there, and the best POLISH_STARTS optima refined on every point by
+the same objective. The optimum is the full table's; only the search for it is cheaper.
+
 `CurveFit.predict(schedule, steps)` is the loss after `steps` updates of a schedule never run, with the
 bootstrap interval of the law and the interval of one curve's point (`scalefit.fitting.predict`): the law is
 bound to that schedule's sums and evaluated with the fitted parameters and every bootstrap draw.
@@ -14,7 +19,8 @@ bound to that schedule's sums and evaluated with the fitted parameters and every
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +34,12 @@ from scalefit.fitting.laws.sums import build_points
 from scalefit.fitting.predict import Intervals, intervals
 from scalefit.fitting.result import FitError, FitResult
 from scalefit.fitting.schedules import Schedule
-from scalefit.fitting.solver import Objective
+from scalefit.fitting.solver import POLISH_STARTS, Objective, multistart
+
+# Above this many schedule-sum nodes a fit screens its start grid on every k-th point of each curve (a table
+# of about this many nodes; each curve's last point kept) and refines the best POLISH_STARTS optima there on
+# every point: the grid then costs the same for three curves or thirty, and only the finish reads them all.
+SCREEN_NODES = 16384
 
 
 def resolve(law) -> tuple[CurveLaw, dict[str, float]]:
@@ -116,9 +127,36 @@ def fit_curves(curves: CurveTable, law="multipower", *, objective: Objective = O
         raise FitError(f"{curves.source}: " + "; ".join(problems))
     bound = family.bind(points)
     bound = bound.with_fixed(**pins) if pins else bound
+    screen = _screen(curves, family, pins, objective, gtol) if starts is None else None
+    if screen is not None:
+        starts = screen[0].finalists[:POLISH_STARTS]
     result = fit(curves.fit_table(), bound, objective=objective, bootstrap_resamples=bootstrap_resamples, seed=seed,
                  ci_level=ci_level, starts=starts, gtol=gtol, progress=progress)
+    if screen is not None:
+        ms, k, n_sub = screen
+        result = replace(result, solver=replace(result.solver, n_starts=ms.n_starts, share_at_best=ms.share_at_best),
+                         notes=(*result.notes, f"the {ms.n_starts} starts were screened on one point in {k} of each "
+                                f"curve ({n_sub} of {len(curves)} points; share at best as there), the best "
+                                f"{min(POLISH_STARTS, len(ms.finalists))} refined on every point"))
     return CurveFit(result=result, family=family, pins=tuple(sorted(pins.items())))
+
+
+def _screen(curves: CurveTable, family: CurveLaw, pins: dict, objective: Objective, gtol: float):
+    """(multistart on every k-th point of each curve, k, points kept) when the curves' sums have more than
+    SCREEN_NODES nodes, else None."""
+    nodes = len(curves.points(family.spec).weight)
+    if nodes <= SCREEN_NODES:
+        return None
+    k = math.ceil(nodes / SCREEN_NODES)
+    f = curves.frame
+    back = f.groupby("curve", sort=False)["step"].rank(ascending=False, method="first").to_numpy() - 1
+    sub = curves.subset(mask=back % k == 0, note=f"one point in {k} of each curve")
+    law = family.bind(sub.points(family.spec))
+    law = law.with_fixed(**pins) if pins else law
+    frame = sub.fit_table().frame
+    ms = multistart(law, np.log(frame[[POINT]].to_numpy(float).T), np.log(frame["loss"].to_numpy(float)),
+                    frame["weight"].to_numpy(float), objective=objective, gtol=gtol)
+    return ms, k, len(sub)
 
 
 def load_curve_fit(path, family: CurveLaw | None = None) -> CurveFit:

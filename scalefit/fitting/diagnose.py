@@ -12,6 +12,13 @@ predictions G = J^T W J / sum(w) (J = d log L / d theta over the rows) says how 
 each eigen-direction v before the predictions change by the runs' scatter s: about s / sqrt(lambda n).
 A direction along which that exceeds FLAT_THETA fit-space units (a factor e^10 on a scale parameter, 10
 on an exponent) is one the rows do not identify.
+
+The scatter s is what the residuals show, s^2 = RSS / (n - p), where the rows are many enough to show it
+(ROWS_PER_PARAM per free parameter: a whole loss curve, a large sweep). A small table's residuals
+understate it (an interpolating fit leaves none), and there the scatter of real runs, SCATTER_FLOOR,
+stands in. Noise-free rows can then identify parameters, as they do (a fit recovers the generating law
+exactly); what no rows can identify is a direction of exactly zero curvature, an eigenvalue at float64
+round-off of the largest (below RCOND of it), which is flagged whatever the scatter.
 """
 
 from __future__ import annotations
@@ -26,8 +33,12 @@ from scalefit.fitting.laws.base import COLLAPSE_RTOL
 COLLINEAR_RTOL = 0.05
 # Fit-space distance the rows leave a parameter combination free to move (see module docstring).
 FLAT_THETA = 10.0
-# Floor on the scatter used for the curvature check: noise-free rows would otherwise identify anything.
+# Scatter of real runs' log losses, used where the rows are too few for their residuals to show theirs.
 SCATTER_FLOOR = 1e-3
+ROWS_PER_PARAM = 10  # rows per free parameter from which the residuals measure the scatter themselves
+# An eigenvalue of G below this share of the largest is zero up to float64 round-off (eps x |G| with
+# margin): a direction no prediction depends on, flat whatever the scatter.
+RCOND = 1e-12
 # A fit-space coordinate beyond this magnitude (e^30 ~ 1e13 on a scale parameter) has run off.
 RUNAWAY_THETA = 30.0
 
@@ -83,11 +94,14 @@ def flat_directions(law: Law, theta: np.ndarray, logx, weights, scatter: float) 
                                    "(non-finite Jacobian)")]
     G = (J * w[:, None]).T @ J / w.sum()  # [P, P] mean curvature of log L per unit theta
     lam, V = np.linalg.eigh(G)  # ascending
-    s = max(float(scatter), SCATTER_FLOOR)
+    rows, p = int(keep.sum()), len(theta)
+    s = float(scatter) * np.sqrt(rows / max(rows - p, 1))  # RMS residual -> RSS / (n - p)
+    if rows < ROWS_PER_PARAM * p:
+        s = max(s, SCATTER_FLOOR)
     n = float(w.sum())
     out = []
     for lam_k, v in zip(lam, V.T):
-        if lam_k > 0 and s / np.sqrt(lam_k * n) <= FLAT_THETA:
+        if lam_k > RCOND * lam[-1] > 0 and s / np.sqrt(lam_k * n) <= FLAT_THETA:
             continue
         j = int(np.argmax(np.abs(v)))
         if abs(theta[j]) > RUNAWAY_THETA:

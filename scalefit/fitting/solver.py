@@ -29,7 +29,7 @@ from scalefit.fitting.objective import Objective, _omega, _psi, _rho  # noqa: F4
 
 BLOCK = 64  # starts per compiled call: every solve is cut into (padded) blocks of this many
 MIN_ROWS = 16  # rows are padded to a power of two at least this large
-FINISH_SCREEN_ITER = 30  # exact steps every kept start gets before only the best block finishes
+FINISH_SCREEN_ITER = 30  # exact steps every kept start gets before only the best block (costly laws: few) finish
 # The gradient tolerance is per this much row weight: the objective is a sum over rows, so the gradient
 # float64 can resolve grows with the rows' total weight (a step that lowers the gradient further lowers
 # the objective by less than its rounding); tables up to this weight stop exactly at `gtol`.
@@ -39,6 +39,7 @@ GTOL_WEIGHT = 256.0
 # the search is then the same work for a table of 1e4 or 1e6 rows, and memory stays O(rows).
 SCREEN_ROWS = 1024
 POLISH_STARTS = 2  # subsample optima refined on every row (one compiled block)
+COSTLY_FINISH = 4  # starts of a `Law.costly` law that run to the end after the exact screen
 # Between the screening subsample and every row, the refinement runs on subsamples this many times larger
 # each (1024 -> 32768 -> all): each stage starts near its optimum, so the costly passes over every row are few.
 POLISH_GROWTH = 32
@@ -233,6 +234,8 @@ def solve(law: Law, theta0, logx, logy, weights, *, objective: Objective = Objec
     Mq[:, :P] = M
     pen = np.r_[np.zeros(P), np.ones(Pb - P)]
     tol = gtol_for(gtol, w_rows)  # [S]
+    if base.costly:
+        block = min(block, 1 << max(S - 1, 0).bit_length())
     n_pad = (-S) % block
     z0 = np.concatenate([z0, np.repeat(z0[-1:], n_pad, axis=0)])
     pw = np.concatenate([pw, np.repeat(pw[-1:], n_pad, axis=0)])
@@ -262,6 +265,7 @@ class Multistart(NamedTuple):
     converged: bool  # the best start met the gradient criterion
     scale: float = float("nan")  # fitted scale sigma (likelihood objective), else NaN
     method: str = MULTISTART_METHOD  # how the optimum was searched, in words (`SolverInfo.solver`)
+    finalists: np.ndarray | None = None  # [F, P] the starts run to the end, lowest objective first
 
 
 def multistart(law: Law, logx, logy, weights, *, starts=None, objective: Objective = Objective(),
@@ -274,7 +278,8 @@ def multistart(law: Law, logx, logy, weights, *, starts=None, objective: Objecti
     exact-Hessian damped Newton until the gradient norm is below `gtol` (per `GTOL_WEIGHT` of row
     weight, `gtol_for`), every start whose stage-1 objective is within `keep_factor` of the lowest (at
     least `keep`, at most `max_keep`; a whole number of solver blocks); when that is more than one
-    block, all of them get FINISH_SCREEN_ITER exact steps and the best block of them runs to the end.
+    block (for a `Law.costly` law: more than COSTLY_FINISH), all of them get FINISH_SCREEN_ITER exact steps
+    and the best block (COSTLY_FINISH) of them runs to the end: under vmap every start waits for the slowest.
     Starts cut after stage 1 count as not reaching the best in `share_at_best` (objective within
     best * (1 + rtol_best)).
 
@@ -288,7 +293,9 @@ def multistart(law: Law, logx, logy, weights, *, starts=None, objective: Objecti
     theta0 = law.grid(logx, logy) if starts is None else np.atleast_2d(starts)
     stages = dict(objective=objective, gtol=gtol, explore_iter=explore_iter, keep=keep, keep_factor=keep_factor,
                   max_keep=max_keep, max_iter=max_iter, explore_hessian=explore_hessian)
-    sub = screening_rows(logx, w)
+    # A costly law's bound evaluation reads every row's terms whichever rows are asked for, so a subsample
+    # of rows saves nothing: its fit screens on a smaller table of its own (`scalefit.fitting.curvefit`).
+    sub = None if law.costly else screening_rows(logx, w)
     if sub is None:
         fin, values, iters = _search(law, theta0, logx, logy, w, **stages)
     else:
@@ -308,7 +315,8 @@ def multistart(law: Law, logx, logy, weights, *, starts=None, objective: Objecti
             fin = solve(law, fin.theta, lx, ly, lw, objective=objective, gtol=gtol, max_iter=max_iter,
                         hessian="exact", scale0=fin.scale, block=len(fin.theta))
             iters = iters + fin.iterations
-    j = int(np.argmin(fin.value))
+    order = np.argsort(fin.value, kind="stable")
+    j = int(order[0])
     best_value = float(fin.value[j])
     if not np.isfinite(best_value):
         raise SolverError(f"every one of {len(theta0)} starts of law {law.name!r} produced NaN/inf")
@@ -318,7 +326,8 @@ def multistart(law: Law, logx, logy, weights, *, starts=None, objective: Objecti
     return Multistart(best=fin.theta[j], value=best_value, grad_norm=float(fin.grad_norm[j]),
                       iterations=int(iters[j]), n_starts=len(theta0), share_at_best=share,
                       converged=bool(fin.converged[j]),
-                      scale=float("nan") if fin.scale is None else float(fin.scale[j]))
+                      scale=float("nan") if fin.scale is None else float(fin.scale[j]),
+                      finalists=fin.theta[order])
 
 
 def _take(sol: Solution, idx) -> Solution:
@@ -347,13 +356,14 @@ def _search(law, theta0, logx, logy, w, *, objective, gtol, explore_iter, keep, 
     near = int(np.sum(s1.value <= keep_factor * s1.value[order[0]] + 1e-300))
     n_keep = min(len(order), max_keep, BLOCK * math.ceil(max(near, keep, 1) / BLOCK))
     top = order[:n_keep]
+    finish = COSTLY_FINISH if law.costly else BLOCK
     s2 = solve(law, s1.theta[top], logx, logy, w, objective=objective, gtol=gtol,
-               max_iter=max_iter if n_keep <= BLOCK else FINISH_SCREEN_ITER, hessian="exact",
+               max_iter=max_iter if n_keep <= finish else FINISH_SCREEN_ITER, hessian="exact",
                scale0=None if s1.scale is None else s1.scale[top])
     values = s1.value.copy()
     values[top] = s2.value
-    if n_keep > BLOCK:  # many starts near the best: only the best block of them runs to the end
-        last = np.argsort(s2.value, kind="stable")[:BLOCK]
+    if n_keep > finish:  # many starts near the best: only the best block of them (costly laws: a few) finish
+        last = np.argsort(s2.value, kind="stable")[:finish]
         s3 = solve(law, s2.theta[last], logx, logy, w, objective=objective, gtol=gtol, max_iter=max_iter,
                    hessian="exact", scale0=None if s2.scale is None else s2.scale[last])
         top = top[last]

@@ -99,6 +99,10 @@ class Law:
     # then it is evaluated in numpy and fitted by variable projection (`scalefit.fitting.varpro`) rather
     # than from its start grid. None: the law has no such form (or does not say), and is fitted from `grid`.
     separable: PowerSum | None = field(default=None, repr=False, compare=False, hash=False)
+    # One evaluation sums many terms (curve laws: thousands of schedule terms per point), so the solver pads
+    # a batch of starts only to a power of two, not to a whole block: there the padding's work, not the
+    # compilation it saves, is the cost.
+    costly: bool = False
 
     def __str__(self) -> str:
         return self.name

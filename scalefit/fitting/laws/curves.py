@@ -121,7 +121,8 @@ def _bind(family: CurveLaw, points: CurvePoints) -> Law:
 
     return Law(name=family.name, formula=family.formula, inputs=(POINT,), theta_names=family.theta_names,
                param_names=family.param_names, log_loss=log_loss, to_params=family.to_params,
-               from_params=family.from_params, grid=grid, bounds=family.bounds, param_theta=family.param_theta)
+               from_params=family.from_params, grid=grid, bounds=family.bounds, param_theta=family.param_theta,
+               costly=True)
 
 
 # ---- shared pieces ---------------------------------------------------------------------------------------
