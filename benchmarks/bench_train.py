@@ -2,14 +2,18 @@
 
 For each size (batch 16 x 256 tokens, AdamW, f32): tokens/s and model GFLOP/s (exact count:
 forward+backward matmuls incl. attention and the output layer, scalefit.training.counting) of one jitted
-training step, beside
+training step, timed in a child process at each thread count the reference gets (1 and 2 cores: a
+child limited to fewer cores than the machine's is pinned to them before XLA sizes its thread pool),
+the faster being the figure, beside
 
   (a) this machine's f32 matmul peak (a 2048^3 jnp.dot; the best of several measurements spread
       through the run, since load from other processes only ever lowers it), and
   (b) a plain PyTorch eager loop of the same model (RMSNorm, RoPE, causal attention, SwiGLU, AdamW,
       f32) when torch is importable. It runs in a child process (in one process the two frameworks'
       thread pools starve each other) with passive OpenMP waits, at 1 and 2 threads; the faster is
-      the reference. JAX and torch rounds alternate so a change in load hits both.
+      the reference. JAX and torch rounds alternate so a change in load hits both, and each
+      framework is given the same thread counts to choose from; the ratio at each thread count
+      is printed too.
 
 Then an MoE line: E experts with top-1 routing against the dense model with the same active
 parameters, steps alternated (time per token ratio; target <= 1.5x).
@@ -118,6 +122,28 @@ def _step_times(fn, steps: int) -> list[float]:
     return times
 
 
+def jax_step_times_subprocess(d: int, n_layer: int, steps: int, threads: int) -> list[float]:
+    """Step times of the JAX step on ``threads`` cores, in a child process: XLA sizes its thread pool once,
+    from the cores the process may use when its backend starts, so a thread count needs its own process."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--jax-child", f"{d}:{n_layer}",
+           "--steps", str(steps), "--child-threads", str(threads)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])["times"]
+
+
+def _jax_child(d: int, n_layer: int, steps: int, threads: int) -> None:
+    """The --jax-child mode: pin to ``threads`` cores (when fewer than this process has) before the backend
+    starts, then time the step and print the times as JSON."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if 0 < threads < len(cpus):
+        os.sched_setaffinity(0, set(cpus[:threads]))
+    from scalefit.training.corpus import load_corpus
+
+    run = jax_stepper(model_cfg(d, n_layer), load_corpus().train)
+    run(), run()  # compile and warm up
+    print(json.dumps({"times": _step_times(run, steps)}))
+
+
 def torch_step_times_subprocess(d: int, n_layer: int, steps: int, threads: list[int],
                                 bf16: bool = False) -> dict[int, list[float]]:
     """Step times of the PyTorch reference at each thread count of ``threads`` (in that order, one
@@ -142,7 +168,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=3, help="timed steps per round (median over all)")
     ap.add_argument("--sizes", default="128:4,256:4,384:6", help="d_model:n_layer pairs (presets)")
-    ap.add_argument("--threads", type=int, help="torch intra-op threads (default: best of 1 and 2)")
+    ap.add_argument("--threads", type=int, help="threads of both frameworks (default: the faster of 1 and 2)")
     ap.add_argument("--moe-experts", type=int, default=8)
     ap.add_argument("--bf16", action="store_true",
                     help="also time JAX with bf16 matmul inputs (f32 accumulation)")
@@ -151,7 +177,12 @@ def main() -> None:
                     help="also time the PyTorch loop under bf16 autocast (the stretch reference)")
     ap.add_argument("--torch-child", help=argparse.SUPPRESS)  # internal: d:L, time torch only
     ap.add_argument("--child-threads", help=argparse.SUPPRESS)  # internal: thread counts the child times
+    ap.add_argument("--jax-child", help=argparse.SUPPRESS)  # internal: d:L, time the JAX step only
     args = ap.parse_args()
+    if args.jax_child:
+        d, n_layer = (int(v) for v in args.jax_child.split(":"))
+        _jax_child(d, n_layer, args.steps, int(args.child_threads))
+        return
     try:
         import torch
 
@@ -163,6 +194,7 @@ def main() -> None:
         has_torch = True
     except ImportError:
         torch_info, has_torch = "torch not installed", False
+    jax_threads = [args.threads] if args.threads else [1, 2]
     if args.torch_child:
         d, n_layer = (int(v) for v in args.torch_child.split(":"))
         from scalefit.training.corpus import load_corpus
@@ -185,8 +217,9 @@ def main() -> None:
     print(f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} cpus; {torch_info}; "
           f"load average at start {os.getloadavg()[0]:.1f} (above the cpu count, timings are shared)")
     print(f"batch {BATCH} x {SEQ} tokens, AdamW, f32; medians of {args.rounds} x {args.steps} steps, "
-          "JAX and torch rounds alternated so both see the same load\n")
-    print(f"{'model':>14} {'N_total':>9} {'MFLOP/tok':>9} {'jax tok/s':>10} {'jax GF/s':>9} "
+          f"JAX and torch rounds alternated so both see the same load; each at its faster of {jax_threads} "
+          "threads (shown as (Nt))\n")
+    print(f"{'model':>14} {'N_total':>9} {'MFLOP/tok':>9} {'jax tok/s':>11} {'jax GF/s':>9} "
           f"{'peak_frac':>9} {'torch tok/s':>11} {'torch GF/s':>10} {'jax/torch':>9}"
           + (f" {'jax bf16 GF/s':>13}" if args.bf16 else "")
           + (f" {'torch bf16 GF/s':>15} {'jax/torch16':>13}" if args.torch_bf16 else ""))
@@ -195,18 +228,18 @@ def main() -> None:
         d, n_layer = (int(v) for v in pair.split(":"))
         cfg = model_cfg(d, n_layer)
         fpt = counting.flops_per_token(cfg).exact
-        jrun = jax_stepper(cfg, tokens)
-        jrun(), jrun()  # compile and warm up
         # Alternate JAX and torch rounds so a change in the machine's load hits both.
-        jt, tt = [], {th: [] for th in (torch_threads if has_torch else [])}
+        jt, tt = {th: [] for th in jax_threads}, {th: [] for th in (torch_threads if has_torch else [])}
         for r in range(args.rounds):
-            jt += _step_times(jrun, args.steps)
-            if tt:  # thread counts in alternating order, so neither is always timed first
+            for th in (jax_threads[::-1] if r % 2 else jax_threads):  # neither count always first
+                jt[th] += jax_step_times_subprocess(d, n_layer, args.steps, th)
+            if tt:
                 order = list(tt)[::-1] if r % 2 else list(tt)
                 for th, times in torch_step_times_subprocess(d, n_layer, args.steps, order).items():
                     tt[th] += times
-        tj = statistics.median(jt)
-        # The reference is torch at its best thread count on this machine right now.
+        same = {th: statistics.median(tt[th]) / statistics.median(jt[th]) for th in jt if th in tt}
+        # Each framework at its best thread count on this machine right now.
+        tj, j_th = min((statistics.median(v), th) for th, v in jt.items())
         tt, t_th = min(((statistics.median(v), th) for th, v in tt.items()), default=(None, None))
         bf16_col, t16 = "", None
         if args.bf16:
@@ -229,8 +262,9 @@ def main() -> None:
             vs = f"{tps_j / tps_t:.2f}"
             t_cols = f"{f'({t_th}t) {tps_t:.0f}':>11} {fpt * tps_t / 1e9:>10.1f} {vs:>9}"
         print(f"{f'd={d} L={n_layer}':>14} {counting.param_counts(cfg).total:>9d} {fpt / 1e6:>9.2f} "
-              f"{tps_j:>10.0f} {gf_j:>9.1f} {gf_j / peak:>9.2f} {t_cols}" + bf16_col, flush=True)
-        rows.append((d, n_layer, tps_j, gf_j, vs, vs_b))
+              f"{f'({j_th}t) {tps_j:.0f}':>11} {gf_j:>9.1f} {gf_j / peak:>9.2f} {t_cols}" + bf16_col, flush=True)
+        same_txt = ",".join(f"{th}t:{r:.2f}" for th, r in same.items()) or "NA"
+        rows.append((d, n_layer, tps_j, gf_j, vs, vs_b, same_txt))
 
     # MoE: E experts, top-1, each expert as wide as the dense MLP -> same active parameters.
     dense = model_cfg(128, 4)
@@ -247,9 +281,10 @@ def main() -> None:
     print(f"f32 matmul peak (2048^3 jnp.dot, best of {len(peaks)} measurements through the run: "
           f"{', '.join(f'{p:.0f}' for p in peaks)}): {peak:.1f} GFLOP/s; the table's peak_frac used "
           "the best so far at its row")
-    for d, n_layer, tps_j, gf_j, vs, vs_b in rows:
+    for d, n_layer, tps_j, gf_j, vs, vs_b, same_txt in rows:
         print(f"bench_train d={d} L={n_layer} tokens_per_s={tps_j:.0f} gflops={gf_j:.1f} "
-              f"peak_frac={gf_j / peak:.2f} vs_torch={vs}" + (f" vs_torch_bf16={vs_b}" if args.torch_bf16 else ""))
+              f"peak_frac={gf_j / peak:.2f} vs_torch={vs} vs_torch_same_threads={same_txt}"
+              + (f" vs_torch_bf16={vs_b}" if args.torch_bf16 else ""))
     print(f"bench_train moe E={args.moe_experts} top1 d=128 L=4 time_per_token_vs_dense={ratio:.2f}")
 
 

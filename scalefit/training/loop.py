@@ -102,9 +102,17 @@ def state_shardings(model_cfg: ModelConfig, tx: optax.GradientTransformation, pl
 
 @functools.lru_cache(maxsize=_COMPILED_CACHE)
 def _make_init(model_cfg: ModelConfig, tx: optax.GradientTransformation, place: Placement) -> Callable:
-    """Jitted ``key -> TrainState`` (one program instead of a compiled op per optimizer-state leaf),
-    created directly in its layout."""
-    return jax.jit(_init_fn(model_cfg, tx), out_shardings=state_shardings(model_cfg, tx, place))
+    """``key -> TrainState`` in its layout. The parameters come from `model.init_params`' per-shape samplers
+    (compiled once for all configs, not once per config), the optimizer state from one jitted program
+    (instead of a compiled op per leaf)."""
+    shard = state_shardings(model_cfg, tx, place)
+    opt_init = jax.jit(tx.init, out_shardings=shard.opt_state)
+
+    def init(key: jax.Array) -> TrainState:
+        params = jax.device_put(model.init_params(model_cfg, key=key), shard.params)
+        return TrainState(params, opt_init(params), jax.device_put(jnp.zeros((), jnp.int32), shard.step))
+
+    return init
 
 
 def make_train_step(model_cfg: ModelConfig, tx: optax.GradientTransformation,

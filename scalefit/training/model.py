@@ -43,35 +43,31 @@ def init_params(cfg: ModelConfig, *, key: jax.Array) -> dict:
     further scaled by 1/sqrt(2L) so the residual stream variance does not grow with depth (GPT-2,
     Radford et al. 2019). Norm gains start at 1.
 
-    Compiled as one program per config (``cfg`` is a static argument): run op by op, each of the
-    dozens of small random ops would be compiled separately for every new shape.
+    Each matrix is drawn by one compiled sampler per shape (`_normal`), shared by every matrix,
+    layer and model of that shape: one program for the whole initialisation cost as much to compile
+    as a training step, for every new config, and each small random op run on its own would be
+    compiled separately for every new shape.
     """
-    return _init_params(cfg, key)
-
-
-@partial(jax.jit, static_argnums=0)
-def _init_params(cfg: ModelConfig, key: jax.Array) -> dict:
     d, f, e, n_layer = cfg.d_model, cfg.d_ff, cfg.n_expert, cfg.n_layer
     kv_width = cfg.n_kv_head * cfg.head_dim
     depth_scale = 1.0 / math.sqrt(2 * n_layer)
     expert_shape = (e,) if cfg.is_moe else ()
     key_embed, key_unembed, *layer_keys = jax.random.split(key, 2 + n_layer)
+    ones = _ones((d,))
 
     def normal(k, shape, std):
-        # The barrier stops XLA folding `std` into the sampler's own scaling, which rounds
-        # differently: values stay bit-identical to drawing and scaling op by op.
-        return std * jax.lax.optimization_barrier(jax.random.normal(k, shape, jnp.float32))
+        return _normal(k, shape, np.float32(std))
 
     layers = []
     for k in layer_keys:
         k_q, k_k, k_v, k_o, k_gate, k_up, k_down, k_router = jax.random.split(k, 8)
         layer = {
-            "attn_norm": jnp.ones((d,), jnp.float32),
+            "attn_norm": ones,
             "wq": normal(k_q, (d, cfg.n_head * cfg.head_dim), 1.0 / math.sqrt(d)),
             "wk": normal(k_k, (d, kv_width), 1.0 / math.sqrt(d)),
             "wv": normal(k_v, (d, kv_width), 1.0 / math.sqrt(d)),
             "wo": normal(k_o, (cfg.n_head * cfg.head_dim, d), depth_scale / math.sqrt(d)),
-            "mlp_norm": jnp.ones((d,), jnp.float32),
+            "mlp_norm": ones,
             "w_gate": normal(k_gate, expert_shape + (d, f), 1.0 / math.sqrt(d)),
             "w_up": normal(k_up, expert_shape + (d, f), 1.0 / math.sqrt(d)),
             "w_down": normal(k_down, expert_shape + (f, d), depth_scale / math.sqrt(f)),
@@ -82,11 +78,24 @@ def _init_params(cfg: ModelConfig, key: jax.Array) -> dict:
     params = {
         "embed": normal(key_embed, (cfg.vocab_size, d), _EMBED_STD),
         "layers": layers,
-        "final_norm": jnp.ones((d,), jnp.float32),
+        "final_norm": ones,
     }
     if not cfg.tie_embeddings:
         params["unembed"] = normal(key_unembed, (d, cfg.vocab_size), _EMBED_STD)
     return params
+
+
+@partial(jax.jit, static_argnums=1)
+def _normal(key: jax.Array, shape: tuple[int, ...], std: jax.Array) -> jax.Array:
+    """std * N(0, 1) samples of ``shape`` (f32) from ``key``; ``std`` a traced f32 [], so one program serves
+    every scale. The barrier stops XLA folding ``std`` into the sampler's own scaling, which rounds
+    differently: values are those of drawing and scaling op by op."""
+    return std * jax.lax.optimization_barrier(jax.random.normal(key, shape, jnp.float32))
+
+
+@partial(jax.jit, static_argnums=0)
+def _ones(shape: tuple[int, ...]) -> jax.Array:
+    return jnp.ones(shape, jnp.float32)
 
 
 def rms_norm(x: jax.Array, gain: jax.Array) -> jax.Array:
@@ -139,13 +148,38 @@ def attention(layer: dict, x: jax.Array, batch: int, cfg: ModelConfig, kernel: s
 _EXPERT_WEIGHTS = ("w_gate", "w_up", "w_down")
 
 
+@jax.custom_vjp
+def _gated(gate: jax.Array, up: jax.Array) -> jax.Array:
+    """silu(gate) * up = gate * sigmoid(gate) * up, elementwise.
+
+    With s = sigmoid(g) the gradients are d/du = g s and d/dg = u s (1 + g (1 - s)). Written out, the
+    backward pass is one elementwise loop over (g, u, upstream) that recomputes s; differentiated
+    through `jax.nn.silu` it was several loops with the sigmoid and products kept in memory between
+    them, which on CPU were memory-bound passes over [N, F] arrays.
+    """
+    return gate * jax.nn.sigmoid(gate) * up
+
+
+def _gated_fwd(gate, up):
+    return _gated(gate, up), (gate, up)
+
+
+def _gated_bwd(res, ct):
+    gate, up = res
+    s = jax.nn.sigmoid(gate)
+    return ct * up * s * (1 + gate * (1 - s)), ct * gate * s
+
+
+_gated.defvjp(_gated_fwd, _gated_bwd)
+
+
 def _swiglu(w: dict, x: jax.Array, cfg: ModelConfig) -> jax.Array:
     """silu(x W_gate) * (x W_up) W_down for x [..., n, d] and weights with matching leading axes
     (Shazeer 2020). Gate and up stay separate matmuls: one fused [d, 2F] matmul plus slicing was
     ~9% slower on CPU."""
     gate = _einsum("...nd,...df->...nf", x, w["w_gate"], cfg)  # [..., n, F]
     up = _einsum("...nd,...df->...nf", x, w["w_up"], cfg)  # [..., n, F]
-    return _einsum("...nf,...fd->...nd", jax.nn.silu(gate) * up, w["w_down"], cfg)  # [..., n, d]
+    return _einsum("...nf,...fd->...nd", _gated(gate, up), w["w_down"], cfg)  # [..., n, d]
 
 
 @jax.custom_vjp
