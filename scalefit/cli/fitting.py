@@ -30,9 +30,9 @@ def add_fit(sub) -> None:
     p.add_argument("--also-n", action="append", default=[], metavar="KIND=COLUMN",
                    help="--law auto: also try N read from COLUMN, counting KIND parameters (repeatable), "
                         "e.g. non-embedding=N_non_embedding")
-    p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=None,
                    help="widen the intervals of the law by its own leave-future-out errors where a cut leaves "
-                        "enough runs below it (auto always does; default: on)")
+                        "enough runs below it (auto always does; default: on for tables of up to 10,000 rows)")
     p.add_argument("--objective", choices=["huber", "likelihood"], default="huber",
                    help="huber: Huber on log residuals (Hoffmann et al. 2022); likelihood: Huber likelihood "
                         "with a fitted scale (Besiroglu et al. 2024; --delta then in units of the scale)")

@@ -30,11 +30,14 @@ from scalefit.fitting.table import FitTable, load_table
 
 # RMS log misfit of C = D F(N) over the rows above which the fit warns (`scalefit.fitting.compute`).
 COMPUTE_RMS_WARN = 0.05
+# calibrate=None calibrates tables of at most this many rows: every leave-future-out cut refits the law on
+# all of them (for big tables the compiled multistart, with memory rows x starts per cut).
+CALIBRATE_MAX_ROWS = 10_000
 
 
 def fit(table, law="chinchilla", *, objective: Objective = Objective(), bootstrap_resamples: int = 0,
         seed: int = 0, ci_level: float = 0.95, starts=None, gtol: float = 1e-9,
-        progress: bool = False, calibrate: bool = False, fixed: dict | None = None,
+        progress: bool = False, calibrate: bool | None = False, fixed: dict | None = None,
         n_columns: dict | None = None) -> FitResult:
     """Fit `law` (a name, "name[K=V]" to pin parameters, any `Law`, or "auto") to a table of runs.
 
@@ -48,7 +51,8 @@ def fit(table, law="chinchilla", *, objective: Objective = Objective(), bootstra
     cross-validation on these rows and fits the best (`scalefit.fitting.choice.choose`; `fixed` pins
     parameters of every candidate, e.g. {"E": 1.6}; `n_columns` maps other N kinds to columns of the
     table, default: columns named N_total, N_non_embedding, N_active); its intervals are calibrated on
-    those errors. `calibrate=True` calibrates a fixed law's intervals the same way.
+    those errors. `calibrate=True` calibrates a fixed law's intervals the same way; None does so for tables
+    of at most CALIBRATE_MAX_ROWS rows (the CLI's default) and notes when it does not.
     """
     table = table if isinstance(table, FitTable) else load_table(table)
     options = dict(bootstrap_resamples=bootstrap_resamples, seed=seed, ci_level=ci_level, gtol=gtol,
@@ -63,7 +67,11 @@ def fit(table, law="chinchilla", *, objective: Objective = Objective(), bootstra
     if fixed:
         law = law.with_fixed(**fixed)
     result = _fit_law(table, law, objective=objective, starts=starts, **options)
-    if calibrate:
+    if calibrate is None and len(table.frame) > CALIBRATE_MAX_ROWS:
+        return replace(result, notes=result.notes + (
+            f"intervals not calibrated: {len(table.frame)} rows, above the {CALIBRATE_MAX_ROWS} that are "
+            "calibrated unless asked (calibrate=True, --calibrate)",))
+    if calibrate or calibrate is None:
         cal = choice.calibration_for(table, law, objective, gtol=gtol)
         result = replace(result, calibration=cal) if cal is not None else replace(result, notes=result.notes + (
             f"intervals not calibrated: no leave-future-out cut leaves {law.n_free + 1} groups of runs below it "

@@ -111,3 +111,23 @@ def test_the_cli_fit_calibrates_unless_told_not_to(tmp_path, capsys):
         assert cli.main(["fit", "chinchilla", "--holdout", "0", "--out", str(out), *flag]) == 0
         assert (FitResult.load(out).calibration is not None) is calibrated
     capsys.readouterr()
+    from scalefit.fitting.fitter import CALIBRATE_MAX_ROWS
+
+    with pytest.raises(SystemExit):
+        cli.main(["fit", "--help"])
+    assert f"up to {CALIBRATE_MAX_ROWS:,} rows" in " ".join(capsys.readouterr().out.split())
+
+
+def test_calibrate_none_calibrates_small_tables_and_says_why_not_for_big_ones(monkeypatch):
+    from scalefit.fitting import fitter
+    from scalefit.fitting.laws import CHINCHILLA
+    from scalefit.fitting.synthetic import draw_runs
+
+    truth = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
+    monkeypatch.setattr(fitter, "CALIBRATE_MAX_ROWS", 50)
+    small = fit(draw_runs(CHINCHILLA, truth, 50, seed=2), "chinchilla", calibrate=None)
+    big = fit(draw_runs(CHINCHILLA, truth, 51, seed=2), "chinchilla", calibrate=None)
+    assert small.calibration is not None
+    assert big.calibration is None and any(n.startswith("intervals not calibrated: 51 rows, above the 50")
+                                           for n in big.notes)
+    assert fit(draw_runs(CHINCHILLA, truth, 51, seed=2), "chinchilla", calibrate=True).calibration is not None
