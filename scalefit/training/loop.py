@@ -82,6 +82,9 @@ def init_state(model_cfg: ModelConfig, tx: optax.GradientTransformation, seed: i
     return _make_init(model_cfg, tx, place or single_device(model_cfg))(jax.random.PRNGKey(seed))
 
 
+# Seconds a run folder's lock is waited for before it counts as another process's: a worker killed with its
+# sweep lets go only once it is gone, which takes as long as the write it was in (an fsync) to finish.
+LOCK_GRACE_S = 10.0
 # Compiled functions are cached on (model config, optimizer object, placement); make_optimizer(cfg)
 # returns one object per set of graph hyperparameters, so every budget of a model in a process shares them.
 _COMPILED_CACHE = 64
@@ -246,10 +249,16 @@ def _run_lock(out: Path):
     """Exclusive lock on the run folder: two processes appending to one metrics log would corrupt it
     (e.g. a sweep retrying a run whose first worker is still alive). The OS drops it on exit or kill."""
     with open(out / LOCK_FILE, "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"{out} is being trained by another process") from None
+        deadline = time.monotonic() + LOCK_GRACE_S
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise ValueError(f"{out} is being trained by another process (its lock held for "
+                                     f"{LOCK_GRACE_S:g} s)") from None
+                time.sleep(0.05)
         try:
             yield
         finally:

@@ -194,7 +194,7 @@ def test_other_config_in_same_dir_is_refused(small_corpus, tmp_path):
         train.train(TINY, _cfg(lr=1e-3), out, corpus=small_corpus, progress=False)
 
 
-def test_run_folder_in_use_is_refused(small_corpus, tmp_path):
+def test_run_folder_in_use_is_refused_after_a_grace(small_corpus, tmp_path, monkeypatch):
     out = tmp_path / "busy"
     with pytest.raises(_Stop):
         train.train(TINY, _cfg(), out, corpus=small_corpus, progress=False, on_step=_stop_at(1))
@@ -204,8 +204,21 @@ def test_run_folder_in_use_is_refused(small_corpus, tmp_path):
                                str(out / ".lock")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(ValueError, match="being trained by another process"):
+        monkeypatch.setattr(train, "LOCK_GRACE_S", 0.3)
+        with pytest.raises(ValueError, match=r"being trained by another process \(its lock held for 0.3 s\)"):
             train.train(TINY, _cfg(), out, corpus=small_corpus, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    # A holder that lets go within the grace (a worker dying with its killed sweep) is waited for.
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(1)",
+                               str(out / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        monkeypatch.setattr(train, "LOCK_GRACE_S", 30.0)
+        train.train(TINY, _cfg(), out, corpus=small_corpus, progress=False)
     finally:
         holder.kill()
         holder.wait()
