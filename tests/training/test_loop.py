@@ -1,5 +1,6 @@
 """Training loop, run directory, checkpoint/resume, divergence, budgets and schedules."""
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -194,35 +195,35 @@ def test_other_config_in_same_dir_is_refused(small_corpus, tmp_path):
         train.train(TINY, _cfg(lr=1e-3), out, corpus=small_corpus, progress=False)
 
 
+@contextlib.contextmanager
+def _lock_held(path, seconds: float):
+    """A child process holding the flock on ``path`` for ``seconds`` (then it exits and lets go)."""
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); "
+                               "time.sleep(float(sys.argv[2]))", str(path), str(seconds)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
 def test_run_folder_in_use_is_refused_after_a_grace(small_corpus, tmp_path, monkeypatch):
     out = tmp_path / "busy"
     with pytest.raises(_Stop):
         train.train(TINY, _cfg(), out, corpus=small_corpus, progress=False, on_step=_stop_at(1))
     # Another process holds the lock (a child, since flock is per open file, not per process).
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
-                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
-                               str(out / ".lock")], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with _lock_held(out / ".lock", seconds=60):
         monkeypatch.setattr(train, "LOCK_GRACE_S", 0.3)
         with pytest.raises(ValueError, match=r"being trained by another process \(its lock held for 0.3 s\)"):
             train.train(TINY, _cfg(), out, corpus=small_corpus, progress=False)
-    finally:
-        holder.kill()
-        holder.wait()
-        holder.stdout.close()
     # A holder that lets go within the grace (a worker dying with its killed sweep) is waited for.
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
-                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(1)",
-                               str(out / ".lock")], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with _lock_held(out / ".lock", seconds=1):
         monkeypatch.setattr(train, "LOCK_GRACE_S", 30.0)
         train.train(TINY, _cfg(), out, corpus=small_corpus, progress=False)
-    finally:
-        holder.kill()
-        holder.wait()
-        holder.stdout.close()
     assert train.train(TINY, _cfg(), out, corpus=small_corpus, progress=False).status == "completed"
 
 
