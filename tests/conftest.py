@@ -1,6 +1,7 @@
 """Shared test setup: JAX's persistent compilation cache so repeated runs skip XLA compiles."""
 
 import os
+import signal
 from pathlib import Path
 
 import jax
@@ -24,6 +25,20 @@ def _is_blank(png_path) -> bool:
 def is_blank():
     """The check that a saved figure drew something."""
     return _is_blank
+
+
+@pytest.fixture
+def default_sigint():
+    """Children started during the test get SIGINT's default disposition, as under a terminal's Ctrl-C.
+
+    A shell that starts a job in the background sets SIGINT to ignored, exec'd children inherit that,
+    and a Python started so installs no KeyboardInterrupt handler. A handled signal is reset to the
+    default on exec, so the test process handles it (Python's own handler) while the test runs."""
+    before = signal.getsignal(signal.SIGINT)
+    if before == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
 
 
 # ---- tables built from shipped data (datasets/, tests/data), for the reader, groups, targets, CLI ----
