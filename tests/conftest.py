@@ -34,11 +34,12 @@ def default_sigint():
     A shell that starts a job in the background sets SIGINT to ignored, exec'd children inherit that,
     and a Python started so installs no KeyboardInterrupt handler. A handled signal is reset to the
     default on exec, so the test process handles it (Python's own handler) while the test runs."""
-    before = signal.getsignal(signal.SIGINT)
-    if before == signal.SIG_IGN:
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
-    signal.signal(signal.SIGINT, before)
+    if ignored:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # ---- tables built from shipped data (datasets/, tests/data), for the reader, groups, targets, CLI ----
