@@ -12,9 +12,13 @@
    enough, the same as a derived (N, D) point from the trunk's curve).
 4. (--train) A schedule optimised for the law fitted to one size's ladder, trained on this CPU beside the
    cosine of the same budget.
+5. (not in the default sections) Could the fitted curves alone choose a fit nearer the published one? Per
+   size, the free fit and fits with beta pinned at 0.45 and at 0.6 (the published value): each fitted on
+   the three curves' steps up to FORWARD_CUT and scored on the rest, beside its error on the six
+   held-out curves when fitted on all of the three.
 
     python benchmarks/bench_curves.py [--store runs/curves_wsd] [--train runs/curves_opt] [--skip-joint]
-                                      [--sections 1,2,3,4]
+                                      [--sections 1,2,3,4] (5: --sections 5)
 
 Ends with one line per size: bench_curves size=... mean_err=... worst_err=... published_mean=... published_worst=...
 """
@@ -113,6 +117,25 @@ def paper_protocol(curves) -> dict:
           f"({len(train.points(MULTIPOWER.spec).weight)} nodes) vs {1e3 * exact:.1f} ms step by step "
           f"({len(train.points(with_resolution(MULTIPOWER, 0.0).spec).weight)} terms), same run")
     return out
+
+
+FORWARD_CUT = 16000  # steps: wsdcon_9 (16,000 steps) lies whole before it, cosine_24000's decay after it
+
+
+def forward_check(curves) -> None:
+    print(f"5. Fitted on the three curves' steps up to {FORWARD_CUT} and forecasting the rest, against the six "
+          "held-out curves when fitted on all of the three (mean relative errors)")
+    for size in SIZES:
+        train = curves.subset([f"{size}/{s}" for s in MULTIPOWER_TRAIN])
+        test = curves.subset([f"{size}/{s}" for s in MULTIPOWER_TEST])
+        step = train.frame["step"].to_numpy()
+        early = train.subset(mask=step <= FORWARD_CUT, note=f"steps up to {FORWARD_CUT}")
+        late = train.subset(mask=step > FORWARD_CUT, note=f"steps after {FORWARD_CUT}")
+        for law in ("multipower", "multipower[beta=0.45]", "multipower[beta=0.6]"):
+            forward = fit_curves(early, law).errors(late)
+            held = fit_curves(train, law).errors(test)
+            print(f"   {size:>5} {law:22s} forward in time {100 * forward.mean_err.mean():.3f}% | held-out "
+                  f"{100 * held.mean_err.mean():.3f}% (published {100 * PUBLISHED[size][0]:.3f}%)")
 
 
 def joint_sizes(curves, per_size) -> None:
@@ -214,10 +237,12 @@ def main() -> None:
     sections = {int(x) for x in args.sections.split(",")} - ({2} if args.skip_joint else set())
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
 
-    curves = multipower_curves() if sections & {1, 2} else None
+    curves = multipower_curves() if sections & {1, 2, 5} else None
     per = paper_protocol(curves) if 1 in sections else None
     if 2 in sections and per is not None:
         joint_sizes(curves, per)
+    if 5 in sections:
+        forward_check(curves)
     store = Path(args.store)
     if store.is_dir():
         if 3 in sections:

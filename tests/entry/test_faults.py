@@ -204,7 +204,8 @@ def test_a_closed_pipe_ends_quietly():  # C1
     assert rc == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
 
 
-def test_ctrl_c_during_a_fit_stops_at_once_with_130(tmp_path, default_sigint):  # C2
+@pytest.mark.usefixtures("default_sigint")
+def test_ctrl_c_during_a_fit_stops_at_once_with_130(tmp_path):  # C2
     draw_runs(CHINCHILLA, dict(E=E, A=A, B=B, alpha=ALPHA, beta=BETA), 200_000, seed=2).to_csv(
         tmp_path / "big.csv", index=False)
     # A cache of its own: a compiled solver from an earlier run would let the fit end before the signal.

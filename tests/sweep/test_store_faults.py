@@ -148,7 +148,8 @@ def test_a_store_that_cannot_be_written_is_named_before_any_work(sweep, finished
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_a_sweep_stops_cleanly_with_130(sweep, finished, tmp_path, default_sigint):  # C3
+@pytest.mark.usefixtures("default_sigint")
+def test_ctrl_c_during_a_sweep_stops_cleanly_with_130(sweep, finished, tmp_path):  # C3
     out = tmp_path / "store"
     proc = subprocess.Popen([sys.executable, "-m", "scalefit.cli", "sweep", "run", str(sweep), "--out", str(out)],
                             env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
