@@ -7,7 +7,9 @@ layer, their gradients) is read off with its shapes, and each is timed alone as 
 of its matmuls, so the sum times each run's steps is a floor on the sweep's training time on one
 core, and that over the worker count is a floor on its wall time, before compilation, evaluation,
 the optimizer's elementwise passes, softmax, norms and the fits. Beside it, in the same run: the
-whole step timed the same way, and the core's matmul peak (2048^3).
+whole step timed the same way, and the core's matmul peak (2048^3). A matmul's time alone moves with
+the machine and with what the process ran before it (docs/training.md has two runs' figures): run it
+on a quiet machine and read the floor as good to that.
 
 Run it as the sweep's workers run, one core and one XLA thread:
 
