@@ -14,7 +14,7 @@ on a quiet machine and read the floor as good to that.
 Run it as the sweep's workers run, one core and one XLA thread:
 
     XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
-        taskset -c 0 python3 benchmarks/bench_quickstart_bound.py [--workers 2]
+        taskset -c 0 python3 benchmarks/bench_quickstart_bound.py [--workers N]
 
 Ends with one line per shape (bench_quickstart_shape ...) and one for the sweep
 (bench_quickstart_bound ...).
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import time
 from collections import Counter
@@ -86,7 +87,9 @@ def matmul_s(b: int, m: int, k: int, n: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workers", type=int, default=2, help="parallel workers the sweep runs (one per core)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="parallel workers the sweep runs (default: the machine's cores, the sweep's one per core; "
+                         "this process itself is pinned to one)")
     ap.add_argument("--target-s", type=float, default=240.0, help="the wall time to compare the floor with")
     args = ap.parse_args()
     plan = plan_sweep(quickstart_file())
